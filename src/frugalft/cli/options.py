@@ -1,0 +1,29 @@
+"""What every recipe command shares: ``--config FILE`` plus ``--set key=value`` overrides, and clean errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+import typer
+
+from frugalft.config import ConfigError, load_config
+
+T = TypeVar("T")
+
+ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (its keys are the recipe's fields).")
+SetOption = typer.Option(None, "--set", "-s", help="Override a config key: --set lr=1e-4 --set model.name=tiny")
+
+
+def resolve_config(cls: type[T], config: Path | None, overrides: list[str] | None) -> T:
+    """Load a recipe config, turning config mistakes into a one-line CLI error instead of a traceback."""
+    try:
+        return load_config(cls, config, overrides or [])
+    except ConfigError as e:
+        raise typer.BadParameter(str(e)) from None
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: message`` to stderr and exit: for user mistakes, where a traceback would only hide the cause."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
