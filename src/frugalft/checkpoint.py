@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorsError
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from frugalft.atomic import atomic_path, write_text
@@ -140,7 +140,7 @@ def load_checkpoint(
         for name, head in (heads or {}).items():
             head.load_state_dict(load_file(str(path / f"{name}.safetensors")))
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=False)
-    except (OSError, SafetensorsError, json.JSONDecodeError, RuntimeError, EOFError) as e:
+    except (OSError, SafetensorError, json.JSONDecodeError, RuntimeError, EOFError) as e:
         if isinstance(e, CheckpointError):
             raise
         raise CheckpointError(f"checkpoint {path} is unreadable or corrupt: {e}") from e

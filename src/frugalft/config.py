@@ -149,7 +149,10 @@ def _default_of(cls: type, name: str) -> Any:
 
 
 def to_dict(config: Any) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """A config dataclass (or an already plain mapping) as plain data."""
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        return dataclasses.asdict(config)
+    return dict(config)
 
 
 def dump_yaml(config: Any) -> str:

@@ -91,7 +91,8 @@ def _add_subapps() -> None:
 
 
 # (module, sub-command name or None for top-level commands). Order is the order of `frugalft --help`.
-SUBAPPS: list[tuple[str, str | None]] = []
+SUBAPPS: list[tuple[str, str | None]] = [
+]
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ Names are either embedded defaults (``frugalft models`` lists them; all work off
 from __future__ import annotations
 
 import importlib.util
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,9 +89,11 @@ def load_model(
     return model, tok
 
 
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]*/)?[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
 def _looks_like_hub_id(name: str) -> bool:
-    parts = name.split("/")
-    return 1 <= len(parts) <= 2 and all(p and not p.startswith(".") for p in parts) and not name.endswith(".gguf")
+    return bool(_HUB_ID.match(name)) and not name.endswith(".gguf")
 
 
 def _load_pretrained(name_or_path: str, torch_dtype: torch.dtype) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -122,7 +125,13 @@ def _smollm2_dir() -> Path:
     # Importing the package would import the `llm` CLI it plugs into; we only need its directory.
     gguf_dir = spec.submodule_search_locations[0]
     tok = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # transformers will not re-save a model loaded from GGUF; its de-quantized weights go into a plain copy.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
     with atomic_path(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)

@@ -1,0 +1,63 @@
+from dataclasses import dataclass, field
+
+import pytest
+
+from frugalft.config import ConfigError, dump_yaml, load_config
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class Cfg:
+    model: str = "tiny"
+    steps: int = 10
+    use_lora: bool = False
+    levels: list[int] = field(default_factory=lambda: [0, 1])
+    optim: Optim = field(default_factory=Optim)
+    note: str | None = None
+
+
+def test_defaults_file_and_overrides_compose(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("command: frugalft something\nsteps: 20\noptim:\n  lr: 0.01\n")
+    cfg = load_config(Cfg, path, ["optim.betas=[0.8, 0.9]", "use_lora=true", "note=hi"])
+    assert cfg.steps == 20
+    assert cfg.optim.lr == 0.01  # from the file
+    assert cfg.optim.betas == (0.8, 0.9)  # list coerced to the declared tuple
+    assert cfg.use_lora is True and cfg.note == "hi"
+    assert cfg.levels == [0, 1]  # untouched default
+    # The dump re-loads to the same config.
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_yaml(cfg))
+    assert load_config(Cfg, again) == cfg
+
+
+def test_int_is_accepted_for_float_but_not_the_reverse():
+    assert load_config(Cfg, None, ["optim.lr=1"]).optim.lr == 1.0
+    with pytest.raises(ConfigError, match="steps"):
+        load_config(Cfg, None, ["steps=1.5"])
+
+
+def test_unknown_key_names_it_and_the_valid_ones(tmp_path):
+    with pytest.raises(ConfigError) as e:
+        load_config(Cfg, None, ["stpes=3"])
+    assert "stpes" in str(e.value) and "steps" in str(e.value) and "optim" in str(e.value)
+    with pytest.raises(ConfigError, match=r"optim\.lrr.*valid keys of Optim: betas, lr"):
+        load_config(Cfg, None, ["optim.lrr=3"])
+
+
+def test_bad_files_are_reported(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(Cfg, tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: [1,\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(Cfg, bad)
+    with pytest.raises(ConfigError, match="key=value"):
+        load_config(Cfg, None, ["steps"])
+    with pytest.raises(ConfigError, match="use_lora: expected true/false"):
+        load_config(Cfg, None, ["use_lora=3"])
