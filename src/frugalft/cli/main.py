@@ -92,6 +92,7 @@ def _add_subapps() -> None:
 
 # (module, sub-command name or None for top-level commands). Order is the order of `frugalft --help`.
 SUBAPPS: list[tuple[str, str | None]] = [
+    ("env", "env"),
 ]
 
 

@@ -1,0 +1,185 @@
+"""AutoExplore on the built-in repositories: tasks, splits, oracle, rewards, augmentation, determinism."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+
+import frugalft.envs  # noqa: F401
+from frugalft.envs import InvalidActionError
+from frugalft.envs.autoexplore import AutoExplore
+from frugalft.envs.repo_tasks import BUILTIN_REPOS, cat_view, level_of_depth, visible_text
+from frugalft.envs.sandbox import Sandbox
+
+
+@pytest.fixture(scope="module")
+def test_env():
+    return AutoExplore(split="test")
+
+
+@pytest.fixture(scope="module")
+def train_env():
+    return AutoExplore(split="train")
+
+
+def run(env, policy, seed=None, options=None):
+    obs, info = env.reset(seed=seed, options=options)
+    transcript, total = [obs], 0.0
+    while True:
+        action = policy(env, info)
+        obs, r, term, trunc, info = env.step(action)
+        transcript.append((action, obs, r))
+        total += r
+        if term or trunc:
+            return transcript, total, info
+
+
+def oracle(env, info):
+    return env.oracle_action()
+
+
+def test_check_env():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_env(gym.make("frugalft/AutoExplore-v0", invalid_action="penalize").unwrapped)
+
+
+def test_test_repos_never_seen_in_training(train_env, test_env):
+    train_repos = train_env.repos_of("train")
+    unseen = AutoExplore(split="test", test_tasks="unseen_repos")
+    unseen_repos = unseen.repos_of("test")
+    assert unseen_repos and not unseen_repos & train_repos
+    assert {r.split("-")[0] for r in unseen_repos} == {p for p, *_, role in BUILTIN_REPOS if role == "test"}
+    held = AutoExplore(split="test", test_tasks="held_out")
+    assert held.repos_of("test") <= train_repos  # held-out questions about training repositories
+    assert not set(train_env.task_ids("train")) & set(test_env.task_ids("test"))
+    assert len(test_env.task_ids("test")) == len(unseen.task_ids("test")) + len(held.task_ids("test"))
+    for split, env in (("train", train_env), ("test", test_env)):
+        for level in env.levels:
+            assert env.task_ids(split, level), f"no {split} tasks at level {level}"
+
+
+def test_oracle_solves_every_test_task_at_every_level(test_env):
+    for level in test_env.levels:
+        ids = test_env.task_ids("test", level)
+        for tid in ids:
+            _, total, info = run(test_env, oracle, options={"task_id": tid})
+            task = test_env.tasks[tid]
+            assert info["success"], tid
+            # cd into each folder, cat, id: -1 per step and +15 at the end
+            assert info["step"] == task.depth + 2 and total == -(task.depth + 2) + 15
+
+
+def test_tasks_are_verifiable_and_do_not_give_the_path_away(test_env, train_env):
+    defined, sources = {}, {}
+    for env in (train_env, test_env):
+        for task in env.tasks.values():
+            root = Path(task.root)
+            fv = Sandbox(root).read(task.path)
+            shown, _ = visible_text(fv, 40, 1600)
+            assert task.evidence in shown, task
+            stem = Path(task.path).name.split(".")[0].lower().strip("_")
+            if len(stem) >= 4:
+                assert stem not in task.question.lower().replace("_", ""), task
+            assert task.level == level_of_depth(task.path.count("/"))
+            if task.kind == "class":
+                name = re.search(r"`(\w+)`", task.question).group(1)
+                key = (task.repo, name)
+                if task.repo not in sources:
+                    sources[task.repo] = {str(p.relative_to(root)): p.read_text(errors="replace")
+                                          for p in root.rglob("*.py")}
+                if key not in defined:  # an independent check of uniqueness: grep every .py file
+                    defined[key] = [p for p, text in sources[task.repo].items()
+                                    if re.search(rf"^class {name}\b", text, re.M)]
+                assert defined[key] == [task.path], (name, defined[key])
+
+
+def test_rewards_wrong_answer_and_timeout(test_env):
+    tid = next(t for t in test_env.task_ids("test") if test_env.tasks[t].depth == 1)
+    _, info = test_env.reset(options={"task_id": tid})
+    wrong = next(a for a in info["actions"] if a.startswith("id "))
+    _, r, term, trunc, info = test_env.step(wrong)
+    assert (r, term, trunc, info["success"]) == (-16.0, True, False, False)
+
+    env = AutoExplore(split="test", horizon=3)
+    _, info = env.reset(options={"task_id": tid})
+    rewards = []
+    for _ in range(3):
+        _, r, term, trunc, info = env.step("cd .." if "cd .." in info["actions"] else info["actions"][0])
+        rewards.append(r)
+        if term or trunc:
+            break
+    assert rewards[-1] == -16.0 and trunc and not info["success"]
+
+
+def test_commands_and_observation_parts(test_env):
+    tid = next(t for t in test_env.task_ids("test") if test_env.tasks[t].depth == 2)
+    obs, info = test_env.reset(options={"task_id": tid})
+    assert list(info["parts"]) == ["task", "directory", "entries", "history", "last_result"]
+    assert "cd .." not in info["actions"]  # at the root
+    assert obs == test_env.render_parts(info["parts"]) and "0. " not in obs  # no action list in obs
+    test_env.step(test_env.oracle_action())
+    _, _, _, _, info = test_env.step(test_env.oracle_action())
+    assert info["actions"][0] == "cd .." and info["parts"]["directory"].count("/") == 2
+    f = test_env.target[-1]
+    _, _, _, _, info = test_env.step(f"cat {f}")
+    assert f"cat {f}" not in info["actions"] and f"id {f}" in info["actions"]
+    assert test_env.privileged()["last_cat_showed_evidence"]
+    assert test_env.privileged()["evidence"] in info["parts"]["last_result"]
+    with pytest.raises(InvalidActionError, match="valid actions"):
+        test_env.step("cat /etc/passwd")
+
+
+def test_hide_prob_hides_only_unrelated_entries_in_train(train_env):
+    env = AutoExplore(split="train", hide_prob=0.5)
+    shown_plain, shown_hidden = [], []
+    for seed in range(30):
+        _, info = env.reset(seed=seed)
+        _, info_plain = train_env.reset(options={"task_id": info["task_id"]})
+        shown_hidden.append(len(info["actions"]))
+        shown_plain.append(len(info_plain["actions"]))
+        _, _, info = run(env, oracle, options={"task_id": info["task_id"]}, seed=seed)
+        assert info["success"]  # the way to the answer is never hidden
+    assert sum(shown_hidden) < sum(shown_plain)
+    assert AutoExplore(split="test", hide_prob=0.5).hide_prob == 0.0  # augmentation is for training only
+
+
+def test_same_seed_same_transcript():
+    env = AutoExplore(split="train", hide_prob=0.3)
+
+    def random_policy(seed):
+        rng = np.random.default_rng(seed)
+        return lambda e, info: info["actions"][int(rng.integers(len(info["actions"])))]
+
+    a = run(env, random_policy(1), seed=42)[0]
+    b = run(env, random_policy(1), seed=42)[0]
+    assert a == b and len(a) > 1
+    assert run(env, random_policy(1), seed=43)[0] != a
+
+
+def test_cat_view_notes():
+    from frugalft.envs.sandbox import FileView
+    long = FileView("\n".join(f"line {i}" for i in range(100)), 1000, 1000)
+    text = cat_view(long, 40, 1600)
+    assert text.splitlines()[39] == "line 39" and "truncated" in text.splitlines()[40]
+    assert cat_view(FileView("x", 1, 1), 40, 1600) == "x"
+
+
+def test_builtin_copies_record_package_and_version(test_env):
+    import importlib.metadata
+    import json
+
+    from frugalft.envs.repo_tasks import builtin_repo
+
+    root = builtin_repo("packaging")
+    manifest = json.loads(root.with_name(root.name + ".json").read_text())
+    assert manifest["version"] == importlib.metadata.version("packaging") and manifest["package"] == "packaging"
+    assert root.name == f"packaging-{manifest['version']}"
+    assert (root / "PKG-INFO").read_text().startswith("Metadata-Version:")
+    assert not list(root.rglob("__pycache__")) and (root / "packaging" / "version.py").is_file()
