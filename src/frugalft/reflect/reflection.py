@@ -1,0 +1,151 @@
+"""The frozen reflection model: one short analysis per environment per step, batched (SPEC A.1 step 3).
+
+All environments still playing are reflected on in one batched decode (left padding, KV cache), sampled,
+stopped at eos or ``max_new_tokens``. The decode loop is ours rather than ``model.generate``: it samples by
+inverse CDF (one uniform per row), which on CPU is ~5x cheaper than ``torch.multinomial`` over a 50k
+vocabulary, and computes logits for the last position only. ``Reflector(None, ...)`` (or ``enabled=False``) is the switch of the
+no-reflection baselines: it returns ``None`` per state and the policy prompt has no reflection section.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from frugalft.reflect.policy import attention_backends, collate_left
+from frugalft.reflect.prompts import encode_reflection_prompt
+
+
+class ReflectionError(ValueError):
+    pass
+
+
+def check_tokenizer_matches(model: nn.Module, tokenizer: PreTrainedTokenizerBase, what: str) -> None:
+    """Raise ReflectionError when ``tokenizer`` emits ids the model has no embedding for (a mismatched pair)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ReflectionError(
+            f"{what}: the tokenizer has {len(tokenizer)} tokens but the model embeds only {rows}; "
+            "the checkpoint was trained with a different tokenizer (load the tokenizer saved beside it)"
+        )
+    if tokenizer.eos_token_id is None or tokenizer.eos_token_id >= rows:
+        raise ReflectionError(f"{what}: the tokenizer's eos token is missing or outside the model's vocabulary")
+
+
+class Reflector:
+    """Generates reflections with a frozen LM; ``model=None`` or ``enabled=False`` turns reflection off."""
+
+    def __init__(
+        self,
+        model: nn.Module | None,
+        tokenizer: PreTrainedTokenizerBase | None,
+        max_new_tokens: int = 64,
+        temperature: float = 1.0,
+        enabled: bool = True,
+        use_hf_generate: bool = False,
+    ):
+        self.enabled = enabled and model is not None
+        self.use_hf_generate = use_hf_generate  # transformers' generate instead of our loop (the benchmark's
+        # stand-in for the authors' code; same distribution, slower sampling on CPU)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_new_tokens = max_new_tokens
+        self.temperature = temperature
+        if self.enabled:
+            assert model is not None and tokenizer is not None
+            check_tokenizer_matches(model, tokenizer, "reflection model")
+            model.eval()
+            for p in model.parameters():  # frozen: RL trains the policy only
+                p.requires_grad_(False)
+
+    @torch.no_grad()
+    def reflect(self, states: Sequence[Mapping[str, str]]) -> list[str | None]:
+        """One reflection per state (``parts`` dicts), generated in one batch; ``None`` each when disabled."""
+        if not self.enabled or not states:
+            return [None] * len(states)
+        assert self.model is not None and self.tokenizer is not None
+        prompts = [encode_reflection_prompt(self.tokenizer, parts) for parts in states]
+        limit = getattr(self.model.config, "n_positions", None) or getattr(
+            self.model.config, "max_position_embeddings", None)
+        if limit is not None and max(map(len, prompts)) + self.max_new_tokens > limit:
+            raise ReflectionError(
+                f"reflection prompt of {max(map(len, prompts))} tokens + {self.max_new_tokens} new tokens "
+                f"exceeds the reflection model's {limit} positions")
+        device = next(self.model.parameters()).device
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        ids, mask, _ = collate_left(prompts, pad, device)
+        if self.use_hf_generate:  # as the authors' code: transformers' defaults throughout
+            sample = self.temperature > 0
+            out = self.model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=self.max_new_tokens,
+                                      do_sample=sample, temperature=self.temperature if sample else None,
+                                      top_p=None, top_k=None, pad_token_id=pad,
+                                      eos_token_id=self.tokenizer.eos_token_id)
+            new = out[:, ids.shape[1]:].tolist()
+        else:
+            new = generate(self.model, ids, mask, self.max_new_tokens, self.temperature,
+                           self.tokenizer.eos_token_id, pad).tolist()
+        texts = []
+        for row in new:
+            if self.tokenizer.eos_token_id in row:
+                row = row[: row.index(self.tokenizer.eos_token_id)]
+            texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
+        return texts
+
+
+def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
+    u = torch.rand((logits.shape[0], 1), device=logits.device) * cdf[:, -1:]
+    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+             temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+    """Batched sampling with a KV cache from left-padded prompts: (batch, <= max_new_tokens) new token ids.
+
+    Rows that have emitted eos are padded with ``pad_id`` (eos included once); the loop stops when every row
+    has ended or at the cap.
+    """
+    with attention_backends(input_ids.device):
+        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id)
+
+
+def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+            temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    batch = input_ids.shape[0]
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    next_pos = positions[:, -1:] + 1
+    mask = attention_mask
+    new: list[torch.Tensor] = []
+    for _ in range(max_new_tokens):
+        token = sample_from_logits(out.logits[:, -1], temperature)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        new.append(token)
+        done |= token == eos_id
+        if bool(done.all()) or len(new) == max_new_tokens:
+            break
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                    **_cache_kwargs(model, out))
+        next_pos = next_pos + 1
+    if not new:
+        return torch.zeros((batch, 0), dtype=torch.long, device=input_ids.device)
+    return torch.stack(new, dim=1)
+
+
+def _cache_kwargs(model: nn.Module, out: object) -> dict[str, object]:
+    """The KV cache argument by its name in this transformers version (``cache`` in 5.x, ``past_key_values``
+    before)."""
+    if "cache" in inspect.signature(model.forward).parameters:
+        return {"cache": out.cache}  # type: ignore[attr-defined]
+    return {"past_key_values": out.past_key_values}  # type: ignore[attr-defined]

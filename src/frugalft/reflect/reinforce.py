@@ -1,0 +1,145 @@
+"""REINFORCE as the Reflect-RL authors ran it (SPEC A.3): return-to-go, no critic, plus a success-replay step.
+
+Per iteration:
+1. one optimizer step on every step of the fresh batch, loss ``-mean_t[(G_t - b) * log pi(a_t | s_t)]`` with
+   the undiscounted return-to-go ``G_t = sum_{t' >= t} r_t'`` (gamma = 1) and ``b = 0`` (the authors' choice;
+   ``baseline="batch_mean"`` subtracts the batch's mean return-to-go, a common variance reduction);
+2. the batch's successful episodes join a FIFO replay buffer of successes (capacity 50, emptied whenever the
+   curriculum moves to the next level); a second optimizer step then applies the same loss to a few episodes
+   sampled from it: a self-imitation term that keeps rare successes from being forgotten.
+
+The loss functions are pure (tensors in, tensor out) so tests can check them against a hand computation; the
+update functions add the minibatching, gradient clipping and the optimizer step.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from frugalft.reflect.policy import Policy, score_steps
+from frugalft.reflect.rollout import Episode, Step
+
+
+# ---- pure pieces -----------------------------------------------------------------------------------------
+def returns_to_go(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
+    """``G_t = r_t + gamma * G_{t+1}``, with ``G_T = 0`` after the last step."""
+    out, g = [], 0.0
+    for r in reversed(rewards):
+        g = r + gamma * g
+        out.append(g)
+    return out[::-1]
+
+
+def reinforce_loss(logprob: torch.Tensor, returns: torch.Tensor, baseline: torch.Tensor | float = 0.0,
+                   entropy: torch.Tensor | None = None, entropy_coef: float = 0.0) -> torch.Tensor:
+    """``-mean[(G - b) * log pi] - entropy_coef * mean[H]`` over the given steps."""
+    loss = -((returns - baseline) * logprob).mean()
+    if entropy is not None and entropy_coef:
+        loss = loss - entropy_coef * entropy.mean()
+    return loss
+
+
+# ---- success replay --------------------------------------------------------------------------------------
+class SuccessReplay:
+    """FIFO buffer of successful episodes (successes only); cleared at each curriculum level."""
+
+    def __init__(self, capacity: int = 50):
+        self.capacity = capacity
+        self.episodes: deque[Episode] = deque(maxlen=capacity)
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def add(self, episodes: Sequence[Episode]) -> None:
+        for ep in episodes:
+            if ep.success:
+                self.episodes.append(ep)
+
+    def clear(self) -> None:
+        self.episodes.clear()
+
+    def sample(self, k: int, rng: random.Random) -> list[Episode]:
+        return rng.sample(list(self.episodes), min(k, len(self.episodes)))
+
+    def state(self) -> list[dict[str, Any]]:
+        return [ep.to_dict() for ep in self.episodes]
+
+    def load(self, state: list[dict[str, Any]]) -> None:
+        self.episodes = deque((Episode.from_dict(d) for d in state), maxlen=self.capacity)
+
+
+# ---- the update ------------------------------------------------------------------------------------------
+def flatten(episodes: Sequence[Episode], gamma: float = 1.0) -> tuple[list[Step], list[float]]:
+    """All steps of the episodes in order, with their returns-to-go."""
+    steps, returns = [], []
+    for ep in episodes:
+        steps += ep.steps
+        returns += returns_to_go([s.reward for s in ep.steps], gamma)
+    return steps, returns
+
+
+def policy_gradient_step(
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    steps: Sequence[Step],
+    returns: Sequence[float],
+    temperature: float,
+    max_grad_norm: float,
+    minibatch: int,
+    baseline: str = "none",
+    entropy_coef: float = 0.0,
+) -> dict[str, float]:
+    """One optimizer step of ``reinforce_loss`` over ``steps``, accumulating gradients in minibatches."""
+    n = len(steps)
+    g = torch.tensor(returns, dtype=torch.float32, device=policy.device)
+    b = g.mean() if baseline == "batch_mean" else 0.0
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    entropy = 0.0
+    for lo in range(0, n, minibatch):
+        chunk = steps[lo:lo + minibatch]
+        scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
+                             [s.action for s in chunk], temperature)
+        # The mean over all n steps, split across minibatches: each chunk's mean weighted by its share.
+        loss = reinforce_loss(scores.logprob, g[lo:lo + len(chunk)], b, scores.entropy, entropy_coef)
+        (loss * len(chunk) / n).backward()
+        total += float(loss.detach()) * len(chunk) / n
+        entropy += float(scores.entropy.detach().sum()) / n
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    optimizer.step()
+    return {"loss": total, "grad_norm": float(grad_norm), "entropy": entropy}
+
+
+def reinforce_update(
+    policy: Policy,
+    optimizer: torch.optim.Optimizer,
+    episodes: Sequence[Episode],
+    replay: SuccessReplay | None,
+    rng: random.Random,
+    temperature: float = 1.0,
+    max_grad_norm: float = 0.3,
+    minibatch: int = 32,
+    replay_episodes: int = 4,
+    baseline: str = "none",
+    entropy_coef: float = 0.0,
+) -> dict[str, float]:
+    """The authors' iteration: a step on the fresh batch, then (if any successes are stored) a replay step."""
+    steps, returns = flatten(episodes)
+    metrics = policy_gradient_step(policy, optimizer, steps, returns, temperature, max_grad_norm, minibatch,
+                                   baseline, entropy_coef)
+    metrics["replay_loss"] = 0.0
+    if replay is not None:
+        replay.add(episodes)
+        if len(replay) and replay_episodes > 0:
+            r_steps, r_returns = flatten(replay.sample(replay_episodes, rng))
+            r = policy_gradient_step(policy, optimizer, r_steps, r_returns, temperature, max_grad_norm, minibatch,
+                                     "none", entropy_coef)
+            metrics["replay_loss"] = r["loss"]
+        metrics["replay_size"] = len(replay)
+    return metrics

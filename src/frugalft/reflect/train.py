@@ -1,0 +1,355 @@
+"""Online RL of the policy with the reflection model frozen (SPEC A.1 step 3, A.3, A.4 curriculum).
+
+    for iteration in range(iterations):
+        level  <- curriculum position of this iteration (levels in order, budgets proportional to task counts)
+        specs  <- the next num_envs episodes of that level (a seeded, counter-derived task order)
+        episodes <- collect_episodes(...)             # reflect -> prompt -> label -> env step, batched
+        reinforce_update(...) or ppo_update(...)        # one step on the batch (+ success replay for REINFORCE)
+        log metrics; every checkpoint_interval: checkpoint with counters
+
+Everything an iteration consumes (its tasks, reset seeds, label shuffles, replay sampling) is a function of the
+seed and the iteration number, and the checkpoint restores the RNG streams, weights, optimizer and replay
+buffer, so a killed run resumes from its last checkpoint without repeating or losing episodes.
+
+Metrics (metrics.jsonl, one row per iteration; stable names): ``return``, ``success``, ``episode_length``
+(batch means), ``entropy`` (mean policy entropy at the sampled steps), ``kl`` (mean exact KL from the acting
+policy to the reference = the policy at the start of RL, over the listed actions), ``loss``, ``grad_norm``
+(before clipping), ``steps_per_s`` (environment steps per second, rollout + update), ``level``, ``episodes``
+(consumed so far), and every ``eval_interval`` iterations ``eval_success``, ``eval_return``,
+``eval_episode_length``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from frugalft.models import LoraSettings, add_lora, load_model
+from frugalft.reflect.policy import Policy
+from frugalft.reflect.ppo import ppo_update
+from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
+from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
+from frugalft.reflect.reinforce import SuccessReplay, reinforce_update
+from frugalft.reflect.rollout import Episode, EpisodeSpec, Reference, RolloutStats, collect_episodes
+from frugalft.runs import RunDir
+from frugalft.seeding import seed_everything
+
+
+@dataclass
+class RLConfig:
+    algorithm: Literal["reinforce", "ppo"] = "reinforce"  # reinforce: the authors' algorithm (SPEC A.3)
+    env: str = "DangerousTaxi"  # short name or gymnasium id (frugalft.envs)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. {horizon: 15}
+    # The policy: base model (embedded name, directory or hub id) and the warm-up result to start from: a
+    # directory save_pretrained wrote (replaces policy_model) or a frugalft checkpoint of policy_model.
+    policy_model: str = "tiny"
+    policy_init: str | None = None
+    # The frozen reflection model, same forms; null = no reflection (the "no reflection" baselines).
+    reflection_model: str | None = None
+    reflection_init: str | None = None
+    reflection_tokens: int = 64  # cap on generated tokens per reflection (the paper: ~100)
+    reflection_temperature: float = 1.0  # sampled, as in the paper
+    finetune: Literal["full", "lora"] = "full"  # full for tiny models on CPU; lora as the paper at scale
+    lora: LoraSettings = field(default_factory=LoraSettings)  # the paper's table: r=16, alpha=8
+    iterations: int = 200  # RL iterations (one batch of num_envs episodes each)
+    num_envs: int = 4  # episodes per iteration, played in parallel (the authors: 4)
+    temperature: float = 1.0  # sampling temperature in training (the paper: 1)
+    labels: list[str] | None = None  # label alphabet; null = the authors' "0".."199", a-z, A-Z
+    shuffle_labels: bool = False  # a random subset of labels per step, so the policy must read the list
+    curriculum: Literal["levels", "mixed"] = "levels"  # levels: easiest first, budgets ~ task counts
+    levels: list[int] | None = None  # which levels to train on; null = all of the environment's
+    task_ids: list[str] | None = None  # explicit training tasks (overrides levels' task lists)
+    max_tasks_per_level: int | None = None  # keep only the first N train tasks of each level (small fixed sets)
+    # Optimiser (the authors: Adam, lr 2e-4, weight decay 1e-3, gradient clipping 0.3; SPEC A.3).
+    lr: float = 2e-4
+    weight_decay: float = 1e-3
+    max_grad_norm: float = 0.3
+    minibatch: int = 32  # steps per forward/backward chunk (memory only; REINFORCE still takes one step)
+    baseline: Literal["none", "batch_mean"] = "none"  # REINFORCE baseline; the authors used none
+    entropy_coef: float = 0.0  # entropy bonus (the authors: none)
+    replay_capacity: int = 50  # success-replay buffer size (the authors: 50); 0 disables the replay step
+    replay_episodes: int = 4  # successful episodes per replay step
+    # PPO (the authors' option: clip 0.1, 3 epochs).
+    ppo_epochs: int = 3
+    ppo_clip: float = 0.1
+    vf_coef: float = 0.5
+    kl_coef: float = 0.05  # KL penalty to the reference (warm-up) policy
+    gamma: float = 1.0  # undiscounted, as the authors
+    gae_lambda: float = 0.95
+    track_kl: bool = True  # compute the kl metric for REINFORCE too (one more forward per step)
+    seed: int = 0
+    eval_interval: int = 0  # evaluate every N iterations (0: never during training)
+    eval_split: str = "test"
+    eval_max_tasks: int | None = 20  # test tasks per level for the periodic evaluation (null: all)
+    eval_greedy: bool = False  # the paper evaluates by sampling at temperature 1
+    checkpoint_interval: int = 25  # iterations between checkpoints (and one at the end)
+    device: str = "auto"
+    dtype: str = "auto"
+
+
+# ---- the two players -------------------------------------------------------------------------------------
+@dataclass
+class Players:
+    policy: Policy
+    tokenizer: Any
+    alphabet: LabelAlphabet
+    reflector: Reflector
+    reference: Reference | None
+
+
+def _resolve_checkpoint(path: Path) -> Path | None:
+    """A frugalft checkpoint directory, or the folder whose LATEST names one; None if ``path`` is neither."""
+    if (path / "meta.json").exists() and (path / "model.safetensors").exists():
+        return path
+    for folder in (path, path / "checkpoints"):
+        if (folder / "LATEST").exists():
+            return latest_checkpoint(folder)
+    return None
+
+
+def load_lm(base: str, init: str | None, config: RLConfig, what: str):
+    """Load ``base`` (or ``init`` when it is a model directory), then apply ``init`` when it is a checkpoint.
+
+    A checkpoint holding a LoRA adapter is applied with ``config.lora``'s settings and merged into the weights.
+    """
+    ckpt = None
+    if init is not None:
+        path = Path(init).expanduser()
+        if not path.exists():
+            raise FileNotFoundError(f"{what} init {init} does not exist")
+        if (path / "config.json").exists():
+            return load_model(str(path), device=config.device, dtype=config.dtype, seed=config.seed)
+        ckpt = _resolve_checkpoint(path)
+        if ckpt is None:
+            raise CheckpointError(f"{what} init {init} is neither a model directory (config.json) nor a frugalft "
+                                  "checkpoint (meta.json + model.safetensors, or a folder with LATEST)")
+    lm, tok = load_model(base, device=config.device, dtype=config.dtype, seed=config.seed)
+    if ckpt is not None:
+        from safetensors.torch import load_file
+
+        keys = load_file(str(ckpt / "model.safetensors")).keys()
+        try:
+            if any("lora_" in k for k in keys):
+                lm = add_lora(lm, config.lora)
+                load_checkpoint(ckpt, lm, restore_rng=False)
+                lm = lm.merge_and_unload()
+            else:
+                load_checkpoint(ckpt, lm, restore_rng=False)
+        except (CheckpointError, RuntimeError) as e:
+            raise ReflectionError(
+                f"{what} checkpoint {ckpt} does not fit {base!r} (a different architecture or tokenizer/vocabulary?): "
+                f"{e}") from e
+    return lm, tok
+
+
+def build_players(config: RLConfig) -> Players:
+    """Load the policy (with label head, value head for PPO, LoRA when asked), reference and reflection model."""
+    lm, tok = load_lm(config.policy_model, config.policy_init, config, "policy")
+    check_tokenizer_matches(lm, tok, "policy model")
+    tok.padding_side = "left"
+    alphabet = LabelAlphabet(tuple(config.labels) if config.labels else DEFAULT_LABELS, shuffle=config.shuffle_labels)
+    label_ids = alphabet.check(tok)  # LabelError names labels that are not single tokens
+    if config.finetune == "lora":
+        lm = add_lora(lm, config.lora)
+    else:
+        for p in lm.parameters():
+            p.requires_grad_(True)
+    lm.eval()  # no dropout: the update must score exactly what the rollout sampled
+    policy = Policy(lm, label_ids, tok.pad_token_id, value_head=config.algorithm == "ppo").to(lm.device)
+    reference = _make_reference(policy, config) if (config.algorithm == "ppo" or config.track_kl) else None
+    reflector = Reflector(None, None, enabled=False)
+    if config.reflection_model is not None or config.reflection_init is not None:
+        r_lm, r_tok = load_lm(config.reflection_model or config.policy_model, config.reflection_init, config,
+                              "reflection")
+        try:
+            check_tokenizer_matches(r_lm, r_tok, "reflection model")
+        except ReflectionError as e:
+            raise ReflectionError(f"{e} ({config.reflection_init or config.reflection_model})") from None
+        reflector = Reflector(r_lm, r_tok, max_new_tokens=config.reflection_tokens,
+                              temperature=config.reflection_temperature)
+    return Players(policy, tok, alphabet, reflector, reference)
+
+
+def _make_reference(policy: Policy, config: RLConfig) -> Reference:
+    """The policy as it starts RL: LoRA -> the same model with adapters off; full -> a frozen copy."""
+    temperature = config.temperature
+    if config.finetune == "lora":
+        def lora_ref(prompts: list[list[int]], valid: torch.Tensor) -> torch.Tensor:
+            with torch.no_grad(), policy.lm.disable_adapter():
+                logits, _ = policy(prompts, valid, temperature)
+            return torch.log_softmax(logits, -1)
+        return lora_ref
+    frozen = copy.deepcopy(policy)
+    frozen.value_head = None
+    frozen.requires_grad_(False)
+
+    def full_ref(prompts: list[list[int]], valid: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            logits, _ = frozen(prompts, valid, temperature)
+        return torch.log_softmax(logits, -1)
+    return full_ref
+
+
+# ---- environments, tasks and the curriculum --------------------------------------------------------------
+def make_vec(config: RLConfig, split: str, n: int):
+    from frugalft.envs import VecTextEnv, make
+
+    return VecTextEnv([lambda: make(config.env, split=split, **config.env_kwargs) for _ in range(n)])
+
+
+def task_groups(config: RLConfig, env: Any) -> list[tuple[int | None, list[str]]]:
+    """``[(level, task ids)]`` in training order: one group per level, or a single mixed group."""
+    if config.task_ids:
+        return [(None, list(config.task_ids))]
+    levels = config.levels if config.levels is not None else list(env.levels)
+    groups = []
+    for lv in levels:
+        ids = env.task_ids("train", lv)
+        if config.max_tasks_per_level is not None:
+            ids = ids[: config.max_tasks_per_level]
+        if not ids:
+            raise ValueError(f"no train tasks at level {lv} of {config.env}")
+        groups.append((lv, ids))
+    if config.curriculum == "mixed":
+        return [(None, [t for _, ids in groups for t in ids])]
+    return groups
+
+
+def level_budgets(sizes: list[int], iterations: int) -> list[int]:
+    """Iterations per group, proportional to its task count, summing to ``iterations`` (largest remainder)."""
+    total = sum(sizes)
+    raw = [iterations * s / total for s in sizes]
+    out = [math.floor(r) for r in raw]
+    for i in sorted(range(len(sizes)), key=lambda i: raw[i] - out[i], reverse=True)[: iterations - sum(out)]:
+        out[i] += 1
+    return out
+
+
+def curriculum_position(budgets: list[int], iteration: int) -> tuple[int, int]:
+    """(group index, iterations already spent in that group) of ``iteration``."""
+    start = 0
+    for g, b in enumerate(budgets):
+        if iteration < start + b:
+            return g, iteration - start
+        start += b
+    return len(budgets) - 1, iteration - (start - budgets[-1])
+
+
+def episode_specs(tasks: list[str], seed: int, group: int, offset: int, n: int, first_id: int) -> list[EpisodeSpec]:
+    """Episodes ``offset .. offset+n-1`` of a group: its tasks in a seeded order, reshuffled every pass."""
+    specs = []
+    for k in range(offset, offset + n):
+        epoch, pos = divmod(k, len(tasks))
+        order = list(tasks)
+        random.Random(f"tasks-{seed}-{group}-{epoch}").shuffle(order)
+        eid = first_id + (k - offset)
+        specs.append(EpisodeSpec(task_id=order[pos], seed=seed * 1_000_003 + eid, episode_id=eid))
+    return specs
+
+
+# ---- the loop --------------------------------------------------------------------------------------------
+def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
+          players: Players | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Run RL; resumes from ``run_dir``'s last checkpoint when there is one (and ``resume``).
+
+    ``players`` reuses loaded models (else ``build_players(config)``); ``stop_after`` ends this call after that
+    many iterations as if the process were killed there (tests, time-boxed jobs); a later call resumes.
+    Returns the last iteration's metrics (plus ``checkpoint``: the path of the newest checkpoint).
+    """
+    seed_everything(config.seed)
+    players = players or build_players(config)
+    policy, tok, alphabet = players.policy, players.tokenizer, players.alphabet
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    replay = SuccessReplay(config.replay_capacity) if config.algorithm == "reinforce" and config.replay_capacity else None
+
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, config=config, resume=resume)
+    heads = {"value_head": policy.value_head} if policy.value_head is not None else {}
+    start, episodes_done = 0, 0
+    ckpt = latest_checkpoint(run.checkpoints) if resume and run.checkpoints.exists() else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, policy.lm, optimizer, heads=heads)  # restores the RNG streams too
+        start, episodes_done = state["step"], state["counters"]["episodes"]
+        if replay is not None:
+            replay.load(state["counters"].get("replay", []))
+        run.truncate_metrics(start)
+        run.log.info("resumed from %s at iteration %d (%d episodes consumed)", ckpt.name, start, episodes_done)
+    else:
+        run.truncate_metrics(0)  # rows of an earlier attempt that never reached a checkpoint
+
+    vec = make_vec(config, "train", config.num_envs)
+    groups = task_groups(config, vec.envs[0].unwrapped)
+    budgets = level_budgets([len(ids) for _, ids in groups], config.iterations)
+    run.log.info("curriculum: %s", [(lv, len(ids), b) for (lv, ids), b in zip(groups, budgets, strict=True)])
+    metrics: dict[str, Any] = {}
+    # The group of the iteration before ``start``: a resume at a level boundary still clears the buffer.
+    last_group = curriculum_position(budgets, start - 1)[0] if start > 0 else None
+    end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
+    for it in range(start, end):
+        group, offset = curriculum_position(budgets, it)
+        level, tasks = groups[group]
+        if replay is not None and group != last_group:
+            replay.clear()  # the buffer holds successes of the current level only
+        last_group = group
+        t0 = time.perf_counter()
+        stats = RolloutStats()
+        specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs, episodes_done)
+        episodes = collect_episodes(vec, specs, policy, tok, alphabet, players.reflector, config.temperature,
+                                    reference=players.reference, label_seed=config.seed, stats=stats)
+        rng = random.Random(f"update-{config.seed}-{it}")
+        if config.algorithm == "reinforce":
+            upd = reinforce_update(policy, optimizer, episodes, replay, rng, config.temperature, config.max_grad_norm,
+                                   config.minibatch, config.replay_episodes, config.baseline, config.entropy_coef)
+        else:
+            upd = ppo_update(policy, optimizer, episodes, rng, config.temperature, config.max_grad_norm,
+                             config.minibatch, config.ppo_epochs, config.ppo_clip, config.vf_coef, config.kl_coef,
+                             config.gamma, config.gae_lambda, config.entropy_coef)
+        episodes_done += len(episodes)
+        metrics = {
+            **batch_metrics(episodes),
+            "loss": upd["loss"],
+            "grad_norm": upd["grad_norm"],
+            "steps_per_s": stats.env_steps / (time.perf_counter() - t0),
+            "level": level if level is not None else -1,
+            "episodes": episodes_done,
+            **{k: v for k, v in upd.items() if k not in ("loss", "grad_norm", "entropy", "kl")},
+        }
+        if config.eval_interval and ((it + 1) % config.eval_interval == 0 or it + 1 == config.iterations):
+            from frugalft.reflect.evaluate import evaluate
+
+            res = evaluate(players, config, split=config.eval_split, max_tasks=config.eval_max_tasks,
+                           greedy=config.eval_greedy, diagnostic=False, levels=[level] if level is not None else None)
+            metrics.update(eval_success=res.success, eval_return=res.ret, eval_episode_length=res.length)
+        run.log_metrics(it + 1, **metrics)
+        run.log.info("iter %d level %s return %.3f success %.2f loss %.4f", it + 1, level, metrics["return"],
+                     metrics["success"], metrics["loss"])
+        if (it + 1) % config.checkpoint_interval == 0 or it + 1 == config.iterations:
+            save_checkpoint(run.checkpoints, it + 1, policy.lm, optimizer, heads=heads, counters={
+                "episodes": episodes_done,
+                "level": level,
+                "group": group,
+                "replay": replay.state() if replay is not None else [],
+            })
+    vec.close()
+    final = latest_checkpoint(run.checkpoints) if run.checkpoints.exists() else None
+    return {**metrics, "checkpoint": str(final) if final else None}
+
+
+def batch_metrics(episodes: list[Episode]) -> dict[str, float]:
+    """Means over a batch: return, success, episode_length, entropy and kl (per step) of the acting policy."""
+    steps = [s for ep in episodes for s in ep.steps]
+    return {
+        "return": sum(ep.ret for ep in episodes) / len(episodes),
+        "success": sum(ep.success for ep in episodes) / len(episodes),
+        "episode_length": sum(ep.length for ep in episodes) / len(episodes),
+        "entropy": sum(s.entropy for s in steps) / max(len(steps), 1),
+        "kl": sum(s.kl for s in steps) / max(len(steps), 1),
+    }

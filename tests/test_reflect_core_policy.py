@@ -1,0 +1,134 @@
+"""The label-head policy and the batched reflection decoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from frugalft.models import load_model
+from frugalft.reflect.policy import Policy, collate_left, score_steps, valid_mask
+from frugalft.reflect.prompts import LabelAlphabet
+from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches, generate
+
+
+@pytest.fixture(scope="module")
+def lm_tok():
+    lm, tok = load_model("tiny-test", device="cpu", seed=1)
+    with torch.no_grad():  # a random init is nearly uniform; sharpen it so argmaxes and samples are informative
+        for p in lm.parameters():
+            p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(p.numel())) * 0.3)
+    return lm, tok
+
+
+@pytest.fixture(scope="module")
+def policy(lm_tok):
+    lm, tok = lm_tok
+    return Policy(lm, LabelAlphabet().check(tok), tok.pad_token_id)
+
+
+def _prompts(tok):
+    texts = ["# Task:\nGo.\n# Actions:\n0. a\n1. b\n# Action:", "hi", "The map shows a wall to the north # Action:"]
+    return [tok.encode(t) for t in texts]
+
+
+def test_label_head_never_samples_an_invalid_label(policy, lm_tok):
+    _, tok = lm_tok
+    prompts = _prompts(tok) * 40  # 120 rows: many draws from one forward per temperature
+    free = torch.ones((len(prompts), policy.n_labels), dtype=torch.bool)
+    with torch.no_grad():
+        logits, _ = policy(prompts, free)
+    favourite = logits.argmax(-1)
+    # Each row offers a few labels and never the label the unrestricted head likes best.
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(len(prompts)):
+        choices = torch.randperm(policy.n_labels, generator=g)[: 2 + i % 5].tolist()
+        rows.append([c for c in choices if c != int(favourite[i])])
+    valid = valid_mask(rows, policy.n_labels)
+    torch.manual_seed(0)
+    for temperature in (0.5, 1.0, 20.0):
+        act = policy.act(prompts, valid, temperature=temperature)
+        assert valid[torch.arange(len(prompts)), act.label].all()
+        if temperature == 20.0:  # hot sampling spreads over the offered labels: many distinct picks
+            assert len({(i % 5, int(lb)) for i, lb in enumerate(act.label)}) > 40
+    greedy = policy.act(prompts, valid, greedy=True)
+    assert valid[torch.arange(len(prompts)), greedy.label].all()
+    assert not (greedy.label == favourite).any()
+
+
+def test_label_distribution_equals_the_lm_restricted_and_renormalised(policy, lm_tok):
+    lm, tok = lm_tok
+    prompt = _prompts(tok)[0]
+    rows = [[3, 17, 200, 251]]
+    act = policy.act([prompt], valid_mask(rows, policy.n_labels), temperature=1.0)
+    with torch.no_grad():
+        full = lm(torch.tensor([prompt])).logits[0, -1]
+    label_ids = policy.label_head.label_ids[rows[0]]
+    expected = torch.log_softmax(full[label_ids], -1)
+    assert torch.allclose(act.logprobs[0, rows[0]], expected, atol=1e-5)
+    p = expected.exp()
+    assert act.entropy[0].item() == pytest.approx(float(-(p * expected).sum()), abs=1e-5)
+    assert torch.isinf(act.logprobs[0, [0, 1, 2]]).all()
+
+
+def test_logits_do_not_depend_on_left_padding(policy, lm_tok):
+    _, tok = lm_tok
+    prompts = _prompts(tok)
+    valid = torch.ones((len(prompts), policy.n_labels), dtype=torch.bool)
+    with torch.no_grad():
+        batched, _ = policy(prompts, valid)
+        alone = torch.cat([policy([p], valid[:1])[0] for p in prompts])
+    assert torch.allclose(batched, alone, atol=1e-4)
+    ids, mask, pos = collate_left([[5, 6, 7], [9]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 9]] and mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+    assert pos.tolist() == [[0, 1, 2], [0, 0, 0]]
+
+
+def test_rescoring_reproduces_the_sampling_logprob(policy, lm_tok):
+    _, tok = lm_tok
+    prompts = _prompts(tok)
+    rows = [[0, 1], [4, 9, 30], [100, 2]]
+    torch.manual_seed(1)
+    act = policy.act(prompts, valid_mask(rows, policy.n_labels), temperature=0.7)
+    actions = [row.index(int(lb)) for row, lb in zip(rows, act.label, strict=True)]
+    scores = score_steps(policy, prompts, rows, actions, temperature=0.7)
+    assert torch.allclose(scores.logprob.detach(), act.logprob, atol=1e-5)
+    assert scores.listed.shape == (3, 3) and torch.isinf(scores.listed[0, 2])
+
+
+def test_batched_decoder_matches_transformers_generate(lm_tok):
+    lm, tok = lm_tok
+    prompts = _prompts(tok)
+    ids, mask, _ = collate_left(prompts, tok.pad_token_id)
+    mine = generate(lm, ids, mask, 6, 0.0, tok.eos_token_id, tok.pad_token_id)
+    ref = lm.generate(input_ids=ids, attention_mask=mask, max_new_tokens=6, do_sample=False,
+                      pad_token_id=tok.pad_token_id)[:, ids.shape[1]:]
+    n = mine.shape[1]
+    assert torch.equal(mine, ref[:, :n])
+    for i, p in enumerate(prompts):  # batching changes nothing
+        alone = generate(lm, torch.tensor([p]), torch.ones((1, len(p)), dtype=torch.long), 6, 0.0,
+                         tok.eos_token_id, tok.pad_token_id)
+        assert alone[0].tolist() == mine[i, : alone.shape[1]].tolist()
+
+
+def test_reflector_cap_sampling_and_switch(lm_tok):
+    lm, tok = lm_tok
+    parts = [{"task": "Go.", "map": "T P"}, {"task": "Stay.", "map": "P T"}]
+    r = Reflector(lm, tok, max_new_tokens=5, temperature=1.0)
+    torch.manual_seed(0)
+    a = r.reflect(parts)
+    torch.manual_seed(0)
+    assert r.reflect(parts) == a  # seeded sampling repeats
+    assert all(len(tok.encode(t)) <= 6 for t in a)  # cap (decode/re-encode may merge or split one token)
+    assert Reflector(lm, tok, enabled=False).reflect(parts) == [None, None]
+    assert Reflector(None, None).reflect(parts) == [None, None]
+
+
+def test_mismatched_tokenizer_is_a_clear_error(lm_tok):
+    _, tok = lm_tok
+    small = GPT2LMHeadModel(GPT2Config(vocab_size=1000, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(ReflectionError, match="50257 tokens but the model embeds only 1000"):
+        check_tokenizer_matches(small, tok, "reflection model")
+    with pytest.raises(ReflectionError, match="reflection model"):
+        Reflector(small, tok)
