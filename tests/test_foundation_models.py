@@ -21,7 +21,7 @@ def test_tiny_is_seeded_and_uses_gpt2_bpe():
     a, tok = load_model("tiny-test", seed=3)
     b, _ = load_model("tiny-test", seed=3)
     c, _ = load_model("tiny-test", seed=4)
-    for (n, pa), pb, pc in zip(a.named_parameters(), b.parameters(), c.parameters(), strict=True):
+    for (n, pa), pb in zip(a.named_parameters(), b.parameters(), strict=True):
         assert torch.equal(pa, pb), n
     assert not torch.equal(a.transformer.h[0].attn.c_attn.weight, c.transformer.h[0].attn.c_attn.weight)
     # GPT-2's real BPE: these ids are GPT-2's published encoding of "Hello world".

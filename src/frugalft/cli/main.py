@@ -92,7 +92,11 @@ def _add_subapps() -> None:
 
 # (module, sub-command name or None for top-level commands). Order is the order of `frugalft --help`.
 SUBAPPS: list[tuple[str, str | None]] = [
+    ("design", None),
     ("env", "env"),
+    ("sft", None),
+    ("pool", "pool"),
+    ("bench", None),
 ]
 
 

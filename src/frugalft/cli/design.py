@@ -1,0 +1,144 @@
+"""``frugalft select``, ``frugalft export`` and ``frugalft merge``: choose prompts to label, hand them to
+annotators, and take the answers back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from frugalft.cli.options import fail
+
+PoolArg = typer.Argument(..., help="Pool: .jsonl, .csv, .parquet, or a datasets directory (save_to_disk).")
+IdField = typer.Option("id", "--id-field", help="Field holding a unique id per prompt ('' numbers the rows).")
+PromptField = typer.Option("prompt", "--prompt-field", help="Field holding the prompt text.")
+TaskField = typer.Option("task", "--task-field", help="Field holding the task label (optional).")
+ResponseField = typer.Option("response", "--response-field", help="Field holding a reference response (optional).")
+SplitOption = typer.Option(None, "--split", help="Split of a saved DatasetDict.")
+
+
+def _load(pool: Path, id_field: str, prompt_field: str, task_field: str, response_field: str, split: str | None):
+    from frugalft.design import DesignError, load_pool
+
+    try:
+        return load_pool(pool, id_field=id_field or None, prompt_field=prompt_field, task_field=task_field or None,
+                         response_field=response_field or None, split=split)
+    except DesignError as e:
+        fail(str(e))
+
+
+def _parse_params(items: list[str] | None) -> dict:
+    import yaml
+
+    params = {}
+    for item in items or []:
+        if "=" not in item:
+            fail(f"--param takes key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        params[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return params
+
+
+def select_cmd(
+    pool: Path = typer.Argument(None, help="Pool: .jsonl, .csv, .parquet, or a datasets directory (save_to_disk)."),
+    budget: int = typer.Option(None, "--budget", "-b", help="How many prompts to choose."),
+    strategy: str = typer.Option("facility-location", "--strategy", help="A strategy name (see --list)."),
+    out: Path = typer.Option(None, "--out", "-o", help="Selection file to write (.jsonl)."),
+    seed: int = typer.Option(0, help="Seed (random picks, first k-center, sigma subsample)."),
+    model: str = typer.Option(None, "--model", "-m",
+                              help="Base model for uncertainty, task weighting and features=lm (e.g. tiny)."),
+    param: list[str] = typer.Option(None, "--param", "-p",
+                                    help="Strategy parameter key=value, e.g. -p sigma=0.5 -p optimizer=knn"),
+    plot: Path = typer.Option(None, help="Gains plot PNG (default: beside --out for greedy strategies)."),
+    no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features instead of using the cache."),
+    list_: bool = typer.Option(False, "--list", help="List the strategies and their parameters, then exit."),
+    id_field: str = IdField,
+    prompt_field: str = PromptField,
+    task_field: str = TaskField,
+    response_field: str = ResponseField,
+    split: str = SplitOption,
+) -> None:
+    """Choose BUDGET prompts of POOL to annotate, once, with the base model only."""
+    from frugalft.design import STRATEGIES, DesignError, select_prompts
+
+    if list_:
+        import frugalft.design.strategies  # noqa: F401
+
+        for s in STRATEGIES.values():
+            defaults = " ".join(f"{k}={v}" for k, v in s.defaults.items())
+            typer.echo(f"{s.name:24s} {s.about}" + (f"\n{'':24s} params: {defaults}" if defaults else ""))
+        return
+    if pool is None or budget is None or out is None:
+        fail("POOL, --budget and --out are required (or --list)")
+    p = _load(pool, id_field, prompt_field, task_field, response_field, split)
+    for line in p.report().lines():
+        typer.echo(f"pool: {line}")
+    try:
+        sel = select_prompts(p, strategy, budget, seed=seed, params=_parse_params(param), model=model,
+                             cache=not no_cache)
+    except DesignError as e:
+        fail(str(e))
+    sel.save(out)
+    typer.echo(f"wrote {out}: {len(sel)} prompts by {strategy}")
+    if "sigma" in sel.extras:
+        typer.echo(f"sigma = {sel.extras['sigma']:.4g}")
+    if "quota" in sel.extras:
+        typer.echo("per task: " + ", ".join(f"{k} {v}" for k, v in sel.extras["quota"].items() if v))
+    if plot is not None or "gains" in sel.extras:
+        from frugalft.design.plots import gains_plot
+
+        plot = plot or out.with_suffix(".gains.png")
+        gains_plot(sel, plot)
+        typer.echo(f"wrote {plot}")
+
+
+def export_cmd(
+    pool: Path = PoolArg,
+    selection: Path = typer.Argument(..., help="Selection file written by `frugalft select`."),
+    out: Path = typer.Option(..., "--out", "-o", help="File for annotators: .jsonl or .csv."),
+    id_field: str = IdField,
+    prompt_field: str = PromptField,
+    task_field: str = TaskField,
+    split: str = SplitOption,
+) -> None:
+    """Write the selected prompts for annotators, with an empty `response` column to fill in."""
+    from frugalft.design import DesignError, Selection
+    from frugalft.design.annotate import export_for_annotation
+
+    p = _load(pool, id_field, prompt_field, task_field, "", split)
+    try:
+        n = export_for_annotation(p, Selection.load(selection), out)
+    except (DesignError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {out}: {n} prompts to annotate")
+
+
+def merge_cmd(
+    pool: Path = PoolArg,
+    selection: Path = typer.Argument(..., help="Selection file written by `frugalft select`."),
+    answers: Path = typer.Argument(..., help="The annotators' file (.jsonl or .csv, as exported, answers filled)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Training file to write (.jsonl: id, prompt, response, task)."),
+    answer_field: str = typer.Option("response", help="Field of ANSWERS holding the answer."),
+    allow_missing: bool = typer.Option(False, help="Leave out unanswered prompts instead of failing."),
+    id_field: str = IdField,
+    prompt_field: str = PromptField,
+    task_field: str = TaskField,
+    split: str = SplitOption,
+) -> None:
+    """Merge annotators' answers back into prompt/response pairs for `frugalft sft`, with checks."""
+    from frugalft.design import DesignError, Selection
+    from frugalft.design.annotate import merge_answers
+
+    p = _load(pool, id_field, prompt_field, task_field, "", split)
+    try:
+        counts = merge_answers(p, Selection.load(selection), answers, out, answer_field, allow_missing)
+    except (DesignError, FileNotFoundError) as e:
+        fail(str(e))
+    typer.echo(f"wrote {out}: {counts['merged']} answered prompts" +
+               (f" ({counts['missing']} left out, unanswered)" if counts["missing"] else ""))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("select")(select_cmd)
+    app.command("export")(export_cmd)
+    app.command("merge")(merge_cmd)

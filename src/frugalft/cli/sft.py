@@ -1,0 +1,84 @@
+"""``frugalft sft`` (fine-tune on prompt/response pairs) and ``frugalft curve`` (budget curves of strategies)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from frugalft.cli.options import ConfigOption, SetOption, fail, resolve_config
+
+
+def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
+    from frugalft.design import DesignError, load_pool
+
+    try:
+        pool = load_pool(path, id_field=None, prompt_field=prompt_field, task_field=None,
+                         response_field=response_field)
+    except DesignError as e:
+        fail(str(e))
+    if not pool.has_responses:
+        fail(f"{path}: no {response_field!r} field (choose it with --set response_field=NAME)")
+    responses = pool.table.column("response").to_pylist()
+    missing = [i + 1 for i, r in enumerate(responses) if r is None or not r.strip()]
+    if missing:
+        fail(f"{path}: row {missing[0]} has an empty {response_field!r} ({len(missing)} rows in all)")
+    return list(zip(pool.prompts(), responses, strict=True))
+
+
+def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
+    """Fine-tune a model (LoRA or full) on prompt/response pairs; loss on the response tokens only.
+
+    e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=data/pool/pool.jsonl
+    """
+    from frugalft.sft import SFTConfig, SFTError, train_sft
+
+    cfg = resolve_config(SFTConfig, config, overrides)
+    if not cfg.train:
+        fail("no training data: --set train=FILE (JSONL, CSV, Parquet or a datasets directory)")
+    pairs = _pairs(cfg.train, cfg.prompt_field, cfg.response_field)
+    if cfg.eval:
+        eval_pairs = _pairs(cfg.eval, cfg.prompt_field, cfg.response_field)
+    else:  # hold out a seeded share of the training file
+        import random
+
+        order = list(range(len(pairs)))
+        random.Random(cfg.seed).shuffle(order)
+        k = int(round(cfg.eval_fraction * len(pairs)))
+        eval_pairs = [pairs[i] for i in order[:k]]
+        pairs = [pairs[i] for i in order[k:]]
+    try:
+        result = train_sft(cfg, pairs, eval_pairs)
+    except SFTError as e:
+        fail(str(e))
+    typer.echo(f"{result.steps} steps, train loss {result.train_loss:.4f}, eval loss "
+               f"{result.eval_loss if result.eval_loss is None else round(result.eval_loss, 4)}, "
+               f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
+
+
+def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
+    """Strategies x budgets x seeds: select -> annotate (pool references) -> SFT -> evaluate; savings vs random.
+
+    Resumable: finished cells are skipped. e.g. frugalft curve -c src/frugalft/configs/curve/cpu.yaml
+    """
+    from frugalft.design import DesignError
+    from frugalft.eval.curve import CurveConfig, CurveError, run_curve
+    from frugalft.sft import SFTError
+
+    cfg = resolve_config(CurveConfig, config, overrides)
+    try:
+        result = run_curve(cfg, log=typer.echo)
+    except (CurveError, DesignError, SFTError) as e:
+        fail(str(e))
+    for s, d in result["summary"].items():
+        cells = "  ".join(f"b={b}: {v['mean']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}]" for b, v in d.items())
+        typer.echo(f"{s:>20}  {cells}")
+    for s, v in result.get("savings", {}).items():
+        sav = "not reached" if v["savings"] is None else f"{v['savings']:+.1%} ({v['status']})"
+        typer.echo(f"savings vs random @ b={v['reference_budget']}: {s}: {sav}")
+    typer.echo(f"wrote {cfg.out}/curve.csv, summary.csv, savings.csv, curve.png")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sft")(sft_cmd)
+    app.command("curve")(curve_cmd)
