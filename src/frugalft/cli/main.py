@@ -94,6 +94,7 @@ def _add_subapps() -> None:
 SUBAPPS: list[tuple[str, str | None]] = [
     ("design", None),
     ("env", "env"),
+    ("scale", "scale"),
     ("sft", None),
     ("pool", "pool"),
     ("bench", None),

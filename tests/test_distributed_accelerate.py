@@ -1,0 +1,108 @@
+"""SFT under ``accelerate launch`` with 2 CPU processes (gloo) matches the single-process loss, step by step;
+and the accelerate loop run alone is the SFT helper's ``train_sft`` (same losses, dropout included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from frugalft.distributed.accelerate_sft import rows_of, split_pairs, train_sft_accelerate
+from frugalft.sft.data import pad_batch
+from frugalft.sft.train import SFTConfig, train_sft
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from a second thread, and on a busy 2-core machine a second OpenMP thread
+    makes every op wait for a descheduled partner (measured: 6-9x slower rollouts)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+PAIRS = [(f"What is {a} plus {b}?", f"{a + b}, since {a} and {b} make {a + b}") for a in range(4) for b in range(5)]
+
+
+def _config(tmp: Path, out: str, **kw) -> SFTConfig:
+    data = tmp / "pairs.jsonl"
+    if not data.exists():
+        data.write_text("".join(json.dumps({"prompt": p, "response": r}) + "\n" for p, r in PAIRS))
+    base = SFTConfig(model="tiny-test", train=str(data), eval_fraction=0.0, finetune="full", chat_template="off",
+                     batch_size=5, max_steps=4, log_every=1, lr=1e-3, warmup_ratio=0.0, save_every=-1,
+                     save_model=False, device="cpu", out=str(tmp / out))
+    return replace(base, **kw)
+
+
+def _losses(run: Path) -> list[float]:
+    return [r["loss"] for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines()) if "loss" in r]
+
+
+def _reset_accelerate():
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(True)
+
+
+def test_rows_split_a_batch_without_loss_or_overlap():
+    from frugalft.models import load_model
+    from frugalft.sft.data import PromptFormat, encode_all
+
+    _, tok = load_model("tiny-test")
+    batch = pad_batch(encode_all(PromptFormat(tok, "off"), PAIRS[:5], 64), tok.pad_token_id)
+    parts = [rows_of(batch, r, 2) for r in range(2)]
+    assert [p.input_ids.shape[0] for p in parts] == [3, 2]
+    assert sum(p.n_tokens for p in parts) == batch.n_tokens
+    assert parts[0].input_ids[1].tolist() == batch.input_ids[2].tolist()
+    empty = rows_of(pad_batch(encode_all(PromptFormat(tok, "off"), PAIRS[:1], 64), tok.pad_token_id), 1, 2)
+    assert (empty.labels == -100).all()  # a process without rows still runs, with no loss tokens
+
+
+def test_one_process_loop_is_train_sft(tmp_path):
+    cfg = _config(tmp_path, "ref")
+    train_sft(cfg, *split_pairs(cfg), quiet=True)  # as `frugalft sft` splits the file
+    out = train_sft_accelerate(replace(cfg, out=str(tmp_path / "acc1")), *split_pairs(cfg), quiet=True)
+    _reset_accelerate()
+    assert out["processes"] == 1
+    assert _losses(tmp_path / "acc1") == pytest.approx(_losses(tmp_path / "ref"), abs=1e-6)
+
+
+@pytest.mark.slow  # ~30-50 s: the launcher and two processes each import torch and transformers
+def test_two_process_accelerate_launch_matches_one_process(tmp_path):
+    yaml = tmp_path / "sft.yaml"
+    yaml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in vars(_config(tmp_path, "two")).items()
+                            if not isinstance(v, dict) and k != "lora"))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # On CPU, `accelerate launch --cpu` spawns several processes only through MPI; --multi_gpu is accelerate's
+    # torchrun launcher, and device=cpu in the config makes each process use gloo on the CPU.
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+           str(port), "-m", "frugalft.distributed.accelerate_sft", "-c", str(yaml), "--no-dropout"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:  # the one-process reference runs here while the launched processes start up
+        cfg = _config(tmp_path, "one")
+        train_sft_accelerate(cfg, *split_pairs(cfg), disable_dropout=True, quiet=True)
+        _reset_accelerate()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "on 2 processes" in stdout
+    one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+    rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r.get("processes") == 2 for r in rows if "loss" in r)
+    assert len(two) == len(one) == 4
+    assert two == pytest.approx(one, abs=1e-5)  # the same global loss; only the float summation order differs
+    assert one[-1] < one[0]  # it trains
