@@ -94,6 +94,8 @@ def _add_subapps() -> None:
 SUBAPPS: list[tuple[str, str | None]] = [
     ("design", None),
     ("env", "env"),
+    ("rl", "rl"),
+    ("quickstart", None),
     ("scale", "scale"),
     ("sft", None),
     ("pool", "pool"),

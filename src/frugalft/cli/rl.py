@@ -1,0 +1,146 @@
+"""``frugalft rl data | warmup | train | eval | table``: Reflect-RL's stages, each from one experiment config.
+
+Every command reads the same YAML (an ``ExperimentConfig``: env, model, seeds, methods and the data, warmup,
+rl and eval sections; see ``src/frugalft/configs/rl/``) and works in one run directory laid out as
+
+    <run-dir>/seed-<S>/data/*.jsonl            frugalft rl data
+    <run-dir>/seed-<S>/warmup/<variant>/       frugalft rl warmup --variant reflect|reflect_noneg|noreflect
+    <run-dir>/seed-<S>/rl/<method>/            frugalft rl train --method reflect_rl|...
+    <run-dir>/seed-<S>/eval/<method>.json      frugalft rl eval --method ...
+    <run-dir>/results.csv, table.md, curves.png    frugalft rl table (all of the above, every seed and method)
+
+Each stage reuses what an earlier one left (and resumes a killed RL run), so ``table`` after the single
+stages only does what is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from frugalft.cli.options import ConfigOption, SetOption, fail, resolve_config
+
+app = typer.Typer(help="Reflect-RL: warm-up data, SFT warm-up, online RL, evaluation and the comparison table.",
+                  no_args_is_help=True)
+
+RunDirOption = typer.Option(None, "--run-dir", "-o", help="Run directory (default: runs/rl/<env>).")
+SeedOption = typer.Option(None, "--seed", help="Which seed's folder (default: the config's first seed).")
+
+
+def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | None, seed: int | None):
+    from frugalft.reflect.table import ExperimentConfig
+
+    try:
+        cfg = resolve_config(ExperimentConfig, config, overrides)
+    except ValueError as e:  # e.g. an unknown method, raised by the config itself
+        raise typer.BadParameter(str(e)) from None
+    run = run_dir or Path("runs") / "rl" / cfg.env.split("/")[-1]
+    return cfg, run, seed if seed is not None else cfg.seeds[0]
+
+
+def _errors():
+    """User-facing errors of the stages, shown as one line instead of a traceback."""
+    from frugalft.checkpoint import CheckpointError
+    from frugalft.models import LabelError, ModelError
+    from frugalft.reflect.reflection import ReflectionError
+    from frugalft.reflect.teachers import TeacherError
+
+    return (FileNotFoundError, ValueError, CheckpointError, LabelError, ModelError, ReflectionError, TeacherError)
+
+
+@app.command("data")
+def data_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
+             seed: int = SeedOption) -> None:
+    """Generate the warm-up datasets (oracle trajectories, teacher reflections, negative examples)."""
+    from frugalft.reflect.table import run_data
+
+    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    try:
+        out = run_data(cfg, run, seed, log=typer.echo)
+    except _errors() as e:
+        fail(str(e))
+    typer.echo(f"datasets: {out}")
+
+
+@app.command("warmup")
+def warmup_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
+               seed: int = SeedOption,
+               variant: str = typer.Option("reflect", help="reflect, reflect_noneg or noreflect.")) -> None:
+    """SFT warm-up of the reflection model and the policy (runs `data` first if needed)."""
+    from frugalft.reflect.table import run_warmup
+    from frugalft.reflect.warmup import VARIANTS
+
+    if variant not in VARIANTS:
+        fail(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
+    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    try:
+        paths = run_warmup(cfg, run, seed, variant, log=typer.echo)
+    except _errors() as e:
+        fail(str(e))
+    for name, path in paths.items():
+        typer.echo(f"{name}: {path}")
+
+
+def _method(method: str, rl_only: bool = False) -> str:
+    from frugalft.reflect.table import METHODS, PLAN
+
+    valid = [m for m in METHODS if PLAN[m][1]] if rl_only else list(METHODS)
+    if method not in valid:
+        fail(f"unknown method {method!r}; valid: {', '.join(valid)}")
+    return method
+
+
+@app.command("train")
+def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
+              seed: int = SeedOption,
+              method: str = typer.Option("reflect_rl", help="rl, sft_rl_noreflect, reflect_rl_noneg, reflect_rl.")
+              ) -> None:
+    """Online RL of the policy (reflection model frozen) from the method's warm-up; resumes a killed run."""
+    from frugalft.reflect.table import PLAN, rl_config_for, run_warmup, seed_dir
+    from frugalft.reflect.train import train
+
+    method = _method(method, rl_only=True)
+    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    try:
+        variant = PLAN[method][0]
+        if variant is not None:
+            run_warmup(cfg, run, seed, variant, log=typer.echo)
+        rl = rl_config_for(cfg, run, seed, method)
+        out = seed_dir(run, seed) / "rl" / method
+        result = train(rl, out, resume=True)
+    except _errors() as e:
+        fail(str(e))
+    typer.echo(f"RL done: success {result.get('success', float('nan')):.3f}, checkpoint {result['checkpoint']}")
+
+
+@app.command("eval")
+def eval_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
+             seed: int = SeedOption,
+             method: str = typer.Option("reflect_rl", help="Any table method (random, oracle, sft, rl, ...).")
+             ) -> None:
+    """Evaluate one method on the test split (training it first if it is not yet), with 95% CIs."""
+    from frugalft.reflect.table import run_method, seed_dir
+
+    method = _method(method)
+    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    try:
+        row = run_method(cfg, run, seed, method, log=typer.echo)
+    except _errors() as e:
+        fail(str(e))
+    typer.echo(f"{method}: success {100 * row['success']:.1f}% [{100 * row['success_ci_lo']:.1f}, "
+               f"{100 * row['success_ci_hi']:.1f}], return {row['return']:.3f} over {row['episodes']} episodes "
+               f"({seed_dir(run, seed) / 'eval' / (method + '.json')})")
+
+
+@app.command("table")
+def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption) -> None:
+    """Every method x seed end to end: results.csv, table.md (95% CIs) and curves.png in the run directory."""
+    from frugalft.reflect.table import run_table
+
+    cfg, run, _ = _setup(config, overrides, run_dir, None)
+    try:
+        paths = run_table(cfg, run, log=typer.echo)
+    except _errors() as e:
+        fail(str(e))
+    typer.echo(Path(paths["markdown"]).read_text(encoding="utf-8"))

@@ -1,0 +1,97 @@
+"""``frugalft rl ...`` as a user runs it (a subprocess of the CLI), on a tiny config: stages, table, errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+TINY = """\
+command: frugalft rl table --config tiny.yaml
+env: DangerousTaxi
+model: tiny-test
+device: cpu
+seeds: [0]
+methods: [oracle, sft, reflect_rl]
+data:
+  levels: [0]
+  tasks_per_level: 3
+  teacher: {brief: true}
+warmup:
+  reflection_steps: 2
+  policy_steps: 2
+  batch_size: 2
+  log_every: 1
+rl:
+  iterations: 1
+  num_envs: 2
+  levels: [0]
+  max_tasks_per_level: 3
+  reflection_tokens: 4
+  track_kl: false
+eval:
+  levels: [0]
+  max_tasks: 2
+  num_envs: 2
+"""
+
+
+def frugalft(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "frugalft.cli.main", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(TINY)
+    return path
+
+
+def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    out = frugalft("rl", "data", "--config", str(tiny_config), "--run-dir", str(run))
+    assert out.returncode == 0, out.stderr
+    counts = json.loads((run / "seed-0" / "data" / "counts.json").read_text())
+    assert counts["tasks"] == 3 and f"datasets: {run / 'seed-0' / 'data'}" in out.stdout
+
+    out = frugalft("rl", "table", "--config", str(tiny_config), "--run-dir", str(run))
+    assert out.returncode == 0, out.stderr
+    assert "data already generated" in out.stdout  # the table reused the data stage
+    with open(run / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == ["oracle", "sft", "reflect_rl"]
+    assert float(rows[0]["success"]) == 1.0  # the oracle solves every pickup task
+    assert all(int(r["episodes"]) == 2 for r in rows)
+    table = (run / "table.md").read_text()
+    assert "| oracle | 100.0 ± 0.0 |" in table and "| Reflect-RL |" in table
+    quality = json.loads((run / "seed-0" / "eval" / "reflection_quality_reflect.json").read_text())
+    assert 0.0 <= quality["word_f1"] <= 1.0 and quality["states"] > 0
+    assert "| Reflect-RL warm-up |" in table  # the reflection-quality diagnostic
+    assert (run / "seed-0" / "rl" / "reflect_rl" / "checkpoints" / "LATEST").exists()
+    assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+    # A finished cell is not redone: eval prints the stored result.
+    out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle")
+    assert out.returncode == 0 and "oracle: success 100.0%" in out.stdout
+
+
+def test_rl_cli_errors_are_one_line(tiny_config, tmp_path):
+    # In-process (typer's runner): these fail before any model loads, so a subprocess would only add start-up.
+    from typer.testing import CliRunner
+
+    from frugalft.cli.rl import app
+
+    def run(*args: str):
+        return CliRunner().invoke(app, list(args))
+
+    out = run("train", "--config", str(tiny_config), "--run-dir", str(tmp_path), "--method", "sft")
+    assert out.exit_code == 2 and "unknown method 'sft'; valid: rl, sft_rl_noreflect" in out.output
+    out = run("data", "--config", str(tiny_config), "--set", "data.bogus=1")
+    assert out.exit_code == 2 and "unknown config key data.bogus" in out.output
+    out = run("table", "--config", str(tiny_config), "--set", "methods=[sft, magic]")
+    assert out.exit_code == 2 and "unknown methods ['magic']" in out.output
+    assert out.exception is None or isinstance(out.exception, SystemExit)
