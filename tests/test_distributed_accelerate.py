@@ -12,21 +12,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-import torch
 
 from frugalft.distributed.accelerate_sft import rows_of, split_pairs, train_sft_accelerate
 from frugalft.sft.data import pad_batch
 from frugalft.sft.train import SFTConfig, train_sft
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine a second OpenMP thread
-    makes every op wait for a descheduled partner (measured: 6-9x slower rollouts)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 PAIRS = [(f"What is {a} plus {b}?", f"{a + b}, since {a} and {b} make {a + b}") for a in range(4) for b in range(5)]

@@ -19,15 +19,7 @@ from frugalft.design import pool_from_rows  # noqa: E402
 from frugalft.distributed.ray_rollout import RolloutPool, train_distributed  # noqa: E402
 from frugalft.reflect.train import RLConfig, build_players  # noqa: E402
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine a second OpenMP thread
-    makes every op wait for a descheduled partner (measured: 6-9x slower rollouts)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.fixture(scope="module", autouse=True)

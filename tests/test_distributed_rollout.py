@@ -14,15 +14,7 @@ from frugalft.models import LoraSettings
 from frugalft.reflect.rollout import EpisodeSpec
 from frugalft.reflect.train import RLConfig, build_players, make_vec
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models gain nothing from a second thread, and on a busy 2-core machine a second OpenMP thread
-    makes every op wait for a descheduled partner (measured: 6-9x slower rollouts)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 CONFIG = RLConfig(policy_model="tiny-test", reflection_model="tiny-test", reflection_tokens=6, num_envs=4,
