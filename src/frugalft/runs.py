@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -103,7 +104,8 @@ class _RateColumn(ProgressColumn):
 
 
 def progress(items: Iterable[T], description: str, total: int | None = None, disable: bool = False) -> Iterator[T]:
-    """Iterate with a rich progress bar showing count, rate and ETA (on stderr; silent when ``disable``)."""
+    """Iterate with a rich progress bar showing count, rate and ETA (on stderr, so stdout stays clean for
+    results; silent when ``disable``)."""
     if disable:
         yield from items
         return
@@ -117,7 +119,7 @@ def progress(items: Iterable[T], description: str, total: int | None = None, dis
         TimeElapsedColumn(),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, transient=False, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item

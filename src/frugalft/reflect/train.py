@@ -39,7 +39,7 @@ from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 from frugalft.reflect.reinforce import SuccessReplay, reinforce_update
 from frugalft.reflect.rollout import Episode, EpisodeSpec, Reference, RolloutStats, collect_episodes
-from frugalft.runs import RunDir
+from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
 
 
@@ -293,7 +293,7 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     # The group of the iteration before ``start``: a resume at a level boundary still clears the buffer.
     last_group = curriculum_position(budgets, start - 1)[0] if start > 0 else None
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
-    for it in range(start, end):
+    for it in progress(range(start, end), "RL iterations"):
         group, offset = curriculum_position(budgets, it)
         level, tasks = groups[group]
         if replay is not None and group != last_group:

@@ -38,7 +38,7 @@ from frugalft.reflect.prompts import (
     encode_policy_prompt,
     encode_reflection_example,
 )
-from frugalft.runs import RunDir
+from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
 
 # Which JSONL sets each warm-up variant trains on: (reflection set or None, policy set).
@@ -196,7 +196,7 @@ def _fit(name: str, lm: torch.nn.Module, loss_of, n_examples: int, steps: int, c
         log(f"{name}: resuming from {ckpt} (step {start})")
     t0 = time.time()
     window: list[float] = []
-    for step in range(start, steps):
+    for step in progress(range(start, steps), f"warm-up {name}"):
         idx = batch_indices(n_examples, config.batch_size, config.seed, step)
         loss = loss_of(idx)
         opt.zero_grad(set_to_none=True)

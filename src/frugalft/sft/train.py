@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from frugalft.atomic import atomic_path
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, count_parameters, load_model
-from frugalft.runs import RunDir
+from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
 from frugalft.sft.data import (
     IGNORE,
@@ -220,7 +220,7 @@ def train_sft(cfg: SFTConfig, train_pairs: Sequence[tuple[str, str]],
     win_time, train_time, all_tokens = 0.0, 0.0, 0
     last_loss, last_eval = float("nan"), None
     stream = _batch_stream(train_ex, cfg, start, pad_id, dtype)
-    for step, batch in stream:
+    for step, batch in progress(stream, "SFT steps", total=max(0, total - start)):
         if step > total:
             break
         t0 = time.perf_counter()
