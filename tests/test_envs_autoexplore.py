@@ -12,6 +12,7 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import frugalft.envs  # noqa: F401
+from envplay import play
 from frugalft.envs import InvalidActionError
 from frugalft.envs.autoexplore import AutoExplore
 from frugalft.envs.repo_tasks import BUILTIN_REPOS, cat_view, level_of_depth, visible_text
@@ -26,18 +27,6 @@ def test_env():
 @pytest.fixture(scope="module")
 def train_env():
     return AutoExplore(split="train")
-
-
-def run(env, policy, seed=None, options=None):
-    obs, info = env.reset(seed=seed, options=options)
-    transcript, total = [obs], 0.0
-    while True:
-        action = policy(env, info)
-        obs, r, term, trunc, info = env.step(action)
-        transcript.append((action, obs, r))
-        total += r
-        if term or trunc:
-            return transcript, total, info
 
 
 def oracle(env, info):
@@ -71,7 +60,7 @@ def test_oracle_solves_every_test_task_at_every_level(test_env):
     for level in test_env.levels:
         ids = test_env.task_ids("test", level)
         for tid in ids:
-            _, total, info = run(test_env, oracle, options={"task_id": tid})
+            _, total, info = play(test_env, oracle, options={"task_id": tid})
             task = test_env.tasks[tid]
             assert info["success"], tid
             # cd into each folder, cat, id: -1 per step and +15 at the end
@@ -146,7 +135,7 @@ def test_hide_prob_hides_only_unrelated_entries_in_train(train_env):
         _, info_plain = train_env.reset(options={"task_id": info["task_id"]})
         shown_hidden.append(len(info["actions"]))
         shown_plain.append(len(info_plain["actions"]))
-        _, _, info = run(env, oracle, options={"task_id": info["task_id"]}, seed=seed)
+        _, _, info = play(env, oracle, options={"task_id": info["task_id"]}, seed=seed)
         assert info["success"]  # the way to the answer is never hidden
     assert sum(shown_hidden) < sum(shown_plain)
     assert AutoExplore(split="test", hide_prob=0.5).hide_prob == 0.0  # augmentation is for training only
@@ -159,10 +148,10 @@ def test_same_seed_same_transcript():
         rng = np.random.default_rng(seed)
         return lambda e, info: info["actions"][int(rng.integers(len(info["actions"])))]
 
-    a = run(env, random_policy(1), seed=42)[0]
-    b = run(env, random_policy(1), seed=42)[0]
+    a = play(env, random_policy(1), seed=42)[0]
+    b = play(env, random_policy(1), seed=42)[0]
     assert a == b and len(a) > 1
-    assert run(env, random_policy(1), seed=43)[0] != a
+    assert play(env, random_policy(1), seed=43)[0] != a
 
 
 def test_cat_view_notes():

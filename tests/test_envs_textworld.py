@@ -12,22 +12,11 @@ pytest.importorskip("textworld")
 from gymnasium.utils.env_checker import check_env  # noqa: E402
 
 import frugalft.envs  # noqa: E402, F401
+from envplay import play  # noqa: E402
 from frugalft.envs import InvalidActionError  # noqa: E402
 from frugalft.envs.textworld_env import ALFWorld, TextWorld, find_alfworld_games  # noqa: E402
 
 pytestmark = pytest.mark.slow  # TextWorld's generator loads its grammar (~20 s) before the first game
-
-
-def play(env, policy, seed=None, options=None):
-    obs, info = env.reset(seed=seed, options=options)
-    transcript, total = [obs], 0.0
-    while True:
-        action = policy(env, info)
-        obs, r, term, trunc, info = env.step(action)
-        transcript.append((action, obs, r))
-        total += r
-        if term or trunc:
-            return transcript, total, info
 
 
 @pytest.fixture(scope="module")
