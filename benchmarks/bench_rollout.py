@@ -41,7 +41,7 @@ def measure(players, env_kwargs: dict, specs, n_envs: int, repeats: int) -> dict
         stats = RolloutStats()
         t = time.perf_counter()
         collect_episodes(vec, specs, players.policy, players.tokenizer, players.alphabet, players.reflector,
-                         temperature=1.0, stats=stats, label_seed=r)
+                         temperature=1.0, stats=stats, seed=r)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t

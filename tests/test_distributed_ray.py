@@ -1,6 +1,6 @@
 """Ray on a local 2-CPU cluster (one ``ray.init`` for the module): sharded pool scoring equals the
-single-process path; 2 rollout workers give the single-process Reflect-RL iterations; a killed worker is
-replaced with no episode lost or duplicated.
+single-process path; ``frugalft rl train``'s loop with ``workers: 2`` gives the ``workers: 0`` iterations; a
+killed worker is replaced with no episode lost or duplicated.
 
 Scoring runs first: the rollout actors hold both CPUs while they live.
 """
@@ -8,6 +8,7 @@ Scoring runs first: the rollout actors hold both CPUs while they live.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,8 +17,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from frugalft.design import pool_from_rows  # noqa: E402
-from frugalft.distributed.ray_rollout import RolloutPool, train_distributed  # noqa: E402
-from frugalft.reflect.train import RLConfig, build_players  # noqa: E402
+from frugalft.reflect.train import RLConfig, build_players, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -75,8 +75,8 @@ CONFIG = RLConfig(policy_model="tiny-test", reflection_model="tiny-test", reflec
 def _run(tmp, workers, pool=None, on_dispatch=None):
     players = build_players(CONFIG)
     batches = []
-    out = train_distributed(CONFIG, tmp, workers=workers, resume=False, players=players, pool=pool,
-                            on_dispatch=on_dispatch, on_episodes=lambda it, eps: batches.append(eps))
+    out = train(replace(CONFIG, workers=workers), tmp, resume=False, players=players, pool=pool,
+                on_dispatch=on_dispatch, on_episodes=lambda it, eps: batches.append(eps))
     rows = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
     return out, batches, players.policy.state_dict(), rows
 
@@ -86,23 +86,36 @@ def _trajectories(batches):
                                           for s in ep.steps], ep.success) for ep in b] for b in batches]
 
 
+def test_workers_zero_is_the_plain_loop(single_process, tmp_path):
+    # ``train`` without a pool plays in this process: no Ray actor, and every episode id of the batch once.
+    _, batches, _, rows = single_process
+    assert [[ep.episode_id for ep in b] for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert all(r["rollout_workers"] == 0 and r["processes"] == 1 for r in rows)
+
+
 @pytest.fixture(scope="module")
 def single_process(tmp_path_factory):
     return _run(tmp_path_factory.mktemp("rl-single"), workers=0)
 
 
-@pytest.fixture(scope="module")
-def pool():
-    p = RolloutPool(CONFIG, workers=2)
-    yield p
-    p.close()
+def _cpus_free() -> float:
+    import time
+
+    for _ in range(50):  # a killed actor's CPU comes back asynchronously
+        if ray.available_resources().get("CPU", 0) == 2:
+            break
+        time.sleep(0.1)
+    return ray.available_resources().get("CPU", 0)
 
 
-@pytest.mark.slow  # ~20-40 s: two fresh actor processes import torch and build their models
-def test_two_ray_workers_give_the_single_process_iterations(pool, single_process, tmp_path):
-    # ``pool`` first: its actors start up while ``single_process`` runs the reference in this process.
+@pytest.mark.slow  # ~20-30 s: two fresh actor processes import torch and build their models
+def test_two_ray_workers_give_the_single_process_iterations(single_process, tmp_path):
+    # ``workers: 2`` in the config: ``train`` starts two rollout actors on the local cluster, and stops them.
+    # The learner broadcasts its weights every iteration, so iteration 2's episodes (played by the workers
+    # with the weights after update 1) match only if the broadcast and the update are right too.
     out1, batches1, weights1, rows1 = single_process
-    out2, batches2, weights2, rows2 = _run(tmp_path, workers=2, pool=pool)
+    out2, batches2, weights2, rows2 = _run(tmp_path, workers=2)
+    assert _cpus_free() == 2  # the run's actors are gone
     assert len(batches2) == 2 and [len(b) for b in batches2] == [4, 4]
     assert _trajectories(batches2) == _trajectories(batches1)  # same episodes, token ids, actions, rewards
     for b1, b2 in zip(batches1, batches2, strict=True):
@@ -118,19 +131,19 @@ def test_two_ray_workers_give_the_single_process_iterations(pool, single_process
         assert r2["loss"] == pytest.approx(r1["loss"], abs=1e-6)
 
 
-@pytest.mark.slow  # ~20 s: a replacement actor starts from scratch
-def test_killed_worker_is_replaced_and_its_episodes_rerun_once(pool, single_process, tmp_path):
+@pytest.mark.slow  # ~30 s: two actors, then a replacement, start from scratch
+def test_killed_worker_is_replaced_and_its_episodes_rerun_once(single_process, tmp_path):
     _, batches1, weights1, rows1 = single_process
-    killed = []
+    killed, replaced = [], []
 
     def kill_worker_1(iteration, p):
-        if iteration == 1:  # mid-iteration: both shards are in flight
-            killed.append(iteration)
+        if iteration == 1:  # mid-iteration: both shares are in flight
+            killed.append(p.actors[1])
             ray.kill(p.actors[1])
+            replaced.append(p)
 
-    before = pool.actors[1]
-    _, batches2, weights2, rows2 = _run(tmp_path, workers=2, pool=pool, on_dispatch=kill_worker_1)
-    assert killed and pool.actors[1] is not before
+    _, batches2, weights2, rows2 = _run(tmp_path, workers=2, on_dispatch=kill_worker_1)
+    assert killed and replaced[0].total_restarts == 1
     assert [r["worker_restarts"] for r in rows2] == [0, 1]
     assert [r["rerun_episodes"] for r in rows2] == [0, 2]  # worker 1's share: episodes 6 and 7
     ids = [ep.episode_id for b in batches2 for ep in b]

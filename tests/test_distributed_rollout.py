@@ -1,5 +1,6 @@
-"""Seeded rollouts without Ray: an episode plays the same whatever batch or process it is played in, and
-broadcast weights land exactly in a worker's policy."""
+"""Seeded rollouts without Ray: an episode plays the same whatever batch, environment slot or process it is
+played in (the rollout of ``frugalft rl train``, a Ray worker's and a learner process's share are one
+function), and broadcast weights land exactly in a worker's policy."""
 
 from __future__ import annotations
 
@@ -9,10 +10,9 @@ import pytest
 import torch
 
 from frugalft.distributed.ray_rollout import load_trainable_state, split_evenly, trainable_state
-from frugalft.distributed.seeded_rollout import collect_seeded, episode_generator
 from frugalft.models import LoraSettings
-from frugalft.reflect.rollout import EpisodeSpec
-from frugalft.reflect.train import RLConfig, build_players, make_vec
+from frugalft.reflect.rollout import EpisodeSpec, episode_generator
+from frugalft.reflect.train import RLConfig, build_players, make_vec, play
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -29,6 +29,10 @@ def players():
 def _specs(first: int, n: int) -> list[EpisodeSpec]:
     tasks = make_vec(CONFIG, "train", 1).envs[0].unwrapped.task_ids("train", 2)[:n]  # full-mode taxi tasks
     return [EpisodeSpec(task_id=t, seed=100 + first + i, episode_id=first + i) for i, t in enumerate(tasks)]
+
+
+def _play(vec, specs, players, seed):
+    return play(players, replace(CONFIG, seed=seed), vec, specs)
 
 
 def _key(episodes):
@@ -51,16 +55,19 @@ def test_episode_generators_are_stable_and_distinct():
 def test_an_episode_does_not_depend_on_its_batch(players):
     specs = _specs(40, 4)
     torch.manual_seed(0)
-    together = collect_seeded(make_vec(CONFIG, "train", 4), specs, players, seed=CONFIG.seed)
+    together = _play(make_vec(CONFIG, "train", 4), specs, players, seed=CONFIG.seed)
     torch.manual_seed(123)  # the global RNG plays no part
-    halves = [collect_seeded(make_vec(CONFIG, "train", 2), part, players, seed=CONFIG.seed)
+    halves = [_play(make_vec(CONFIG, "train", 2), part, players, seed=CONFIG.seed)
               for part in split_evenly(specs, 2)]
-    alone = collect_seeded(make_vec(CONFIG, "train", 1), specs[2:3], players, seed=CONFIG.seed)
+    alone = _play(make_vec(CONFIG, "train", 1), specs[2:3], players, seed=CONFIG.seed)
+    # 4 episodes on 3 environments: the first to finish hands its slot to episode 4 mid-batch.
+    refilled = _play(make_vec(CONFIG, "train", 3), specs, players, seed=CONFIG.seed)
     assert _key(halves[0] + halves[1]) == _key(together)
     assert _key(alone) == _key(together[2:3])
+    assert _key(refilled) == _key(together)
     assert any(len(ep.steps) > 1 for ep in together)  # several steps, so the streams really advance
     assert all(s.reflection is not None for ep in together for s in ep.steps)
-    other_seed = collect_seeded(make_vec(CONFIG, "train", 4), specs, players, seed=CONFIG.seed + 1)
+    other_seed = _play(make_vec(CONFIG, "train", 4), specs, players, seed=CONFIG.seed + 1)
     assert _key(other_seed) != _key(together)
 
 
@@ -88,3 +95,25 @@ def test_broadcast_weights_reproduce_the_learner(finetune):
     torch.testing.assert_close(after, a, atol=0, rtol=0)
     with pytest.raises(KeyError, match="lacks"):
         load_trainable_state(worker.policy, {"no.such.weight": torch.zeros(1)})
+
+
+def test_rl_train_command_sets_workers_and_ray_address(monkeypatch, tmp_path):
+    import importlib
+
+    from typer.testing import CliRunner
+
+    from frugalft.cli.rl import app
+
+    rl_train = importlib.import_module("frugalft.reflect.train")  # the module (the package re-exports train)
+    seen = []
+    monkeypatch.setattr(rl_train, "train", lambda cfg, out, resume=True: seen.append((cfg, out)) or {
+        "checkpoint": None})
+    args = ["train", "--method", "rl", "--run-dir", str(tmp_path), "--set", "model=tiny-test"]
+    res = CliRunner().invoke(app, [*args, "--workers", "3", "--ray-address", "ray://head:10001"])
+    assert res.exit_code == 0, res.output
+    cfg, out = seen[-1]
+    assert (cfg.workers, cfg.ray_address, cfg.policy_model) == (3, "ray://head:10001", "tiny-test")
+    assert out == tmp_path / "seed-0" / "rl" / "rl"
+    res = CliRunner().invoke(app, [*args, "--set", "rl.workers=2"])  # the config's value when no flag
+    assert res.exit_code == 0 and seen[-1][0].workers == 2 and seen[-1][0].ray_address is None
+    assert CliRunner().invoke(app, [*args, "--workers", "-1"]).exit_code == 2

@@ -51,7 +51,7 @@ def _cfg(**kw) -> RLConfig:
 
 
 def _rows(path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if k not in ("time", "steps_per_s")}
+    return [{k: v for k, v in json.loads(line).items() if k != "time" and not k.endswith("_s")}  # no timings
             for line in path.read_text().splitlines()]
 
 

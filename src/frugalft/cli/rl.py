@@ -10,7 +10,8 @@ rl and eval sections; see ``src/frugalft/configs/rl/``) and works in one run dir
     <run-dir>/results.csv, table.md, curves.png    frugalft rl table (all of the above, every seed and method)
 
 Each stage reuses what an earlier one left (and resumes a killed RL run), so ``table`` after the single
-stages only does what is missing.
+stages only does what is missing. ``train --workers N [--ray-address ADDR]`` plays the rollouts on N Ray
+actors, and ``accelerate launch ... frugalft rl train`` splits the learner over processes (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -94,24 +95,53 @@ def _method(method: str, rl_only: bool = False) -> str:
 @app.command("train")
 def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
               seed: int = SeedOption,
-              method: str = typer.Option("reflect_rl", help="rl, sft_rl_noreflect, reflect_rl_noneg, reflect_rl.")
+              method: str = typer.Option("reflect_rl", help="rl, sft_rl_noreflect, reflect_rl_noneg, reflect_rl."),
+              workers: int = typer.Option(None, "--workers", "-w", min=0,
+                                          help="Rollout workers as Ray actors (0: in this process; default: the "
+                                               "config's rl.workers)."),
+              ray_address: str = typer.Option(None, "--ray-address",
+                                              help="A running Ray cluster (auto, ray://head:10001); default: "
+                                                   "start a local one."),
               ) -> None:
     """Online RL of the policy (reflection model frozen) from the method's warm-up; resumes a killed run."""
+    from frugalft.distributed.data_parallel import setup as data_parallel
     from frugalft.reflect.table import PLAN, rl_config_for, run_warmup, seed_dir
     from frugalft.reflect.train import train
 
     method = _method(method, rl_only=True)
     cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    if workers is not None:
+        cfg.rl.workers = workers
+    if ray_address is not None:
+        cfg.rl.ray_address = ray_address
     try:
+        dp = data_parallel(cfg.device)  # under accelerate launch: rank 0 prepares, the others wait
         variant = PLAN[method][0]
-        if variant is not None:
+        if variant is not None and dp.is_main:
             run_warmup(cfg, run, seed, variant, log=typer.echo)
+        dp.barrier()
         rl = rl_config_for(cfg, run, seed, method)
         out = seed_dir(run, seed) / "rl" / method
         result = train(rl, out, resume=True)
     except _errors() as e:
         fail(str(e))
-    typer.echo(f"RL done: success {result.get('success', float('nan')):.3f}, checkpoint {result['checkpoint']}")
+    finally:
+        _shutdown_ray()
+    if dp.is_main:
+        typer.echo(f"RL done: success {result.get('success', float('nan')):.3f}, {result.get('processes', 1)} "
+                   f"learner process(es), {result.get('rollout_workers', 0)} rollout workers, "
+                   f"checkpoint {result['checkpoint']}")
+
+
+def _shutdown_ray() -> None:
+    """Stop the local Ray cluster a run started (and leave a joined one), if Ray was used at all."""
+    import sys
+
+    if "ray" in sys.modules:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
 
 
 @app.command("eval")

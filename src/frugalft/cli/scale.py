@@ -1,11 +1,15 @@
 """``frugalft scale rl-train | score | greedi | sft``: the same recipes on a Ray cluster or several processes.
 
+``rl-train`` is ``frugalft rl train`` for a bare RLConfig YAML (no experiment, no warm-up stage): the same
+loop, ``--workers`` and ``--ray-address`` set the config's ``workers`` / ``ray_address``.
+
 With no ``--ray-address`` a local Ray cluster is started (``--workers`` CPUs); ``--ray-address auto`` joins
 the cluster this machine belongs to (``ray start --head`` / ``ray start --address``). See docs/scaling.md.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -48,21 +52,25 @@ def rl_train_cmd(
     gpus_per_worker: float = typer.Option(0.0, help="GPUs per rollout actor (fractions share a GPU)."),
 ) -> None:
     """Reflect-RL (an RLConfig YAML) with rollouts on Ray actors; --workers 0 plays them in this process."""
-    from frugalft.distributed.ray_rollout import train_distributed
-    from frugalft.reflect.train import RLConfig
+    from dataclasses import replace
+
+    from frugalft.reflect.train import RLConfig, train
 
     cfg = resolve_config(RLConfig, config, overrides)
     if workers < 0:
         fail("--workers must be 0 (in-process) or more")
+    cfg = replace(cfg, workers=workers, ray_address=ray_address, cpus_per_worker=cpus_per_worker,
+                  gpus_per_worker=gpus_per_worker)
     try:
-        out = train_distributed(cfg, run_dir, workers=workers, address=ray_address, cpus_per_worker=cpus_per_worker,
-                                gpus_per_worker=gpus_per_worker)
+        out = train(cfg, run_dir, resume=True)
     except (FileNotFoundError, ValueError, KeyError) as e:
         fail(str(e))
     finally:
-        _shutdown_ray()
-    typer.echo(f"RL done: success {out.get('success', float('nan')):.3f}, {out.get('episodes', 0)} episodes, "
-               f"checkpoint {out['checkpoint']}")
+        if workers:
+            _shutdown_ray()
+    if out.get("processes", 1) == 1 or int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(f"RL done: success {out.get('success', float('nan')):.3f}, {out.get('episodes', 0)} episodes, "
+                   f"{out.get('processes', 1)} learner process(es), checkpoint {out['checkpoint']}")
 
 
 @app.command("score")

@@ -196,7 +196,7 @@ def evaluate(
         episodes = collect_episodes(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greedy,
                                     record_oracle=record_oracle,
                                     counterfactual=record_oracle and not isinstance(policy, Baseline),
-                                    label_seed=seed + 1)
+                                    seed=seed + 1)
     vec.close()
     result = summarize(episodes, seed)
     return (result, episodes) if return_episodes else result

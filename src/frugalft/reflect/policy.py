@@ -119,12 +119,21 @@ class Policy(nn.Module):
 
     @torch.no_grad()
     def act(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor, temperature: float = 1.0,
-            greedy: bool = False, generator: torch.Generator | None = None) -> Action:
-        """Sample (or take the most likely) valid label for each prompt."""
+            greedy: bool = False, generator: torch.Generator | None = None,
+            generators: Sequence[torch.Generator] | None = None) -> Action:
+        """Sample (or take the most likely) valid label for each prompt.
+
+        ``generators`` (one CPU generator per prompt) makes row j's draw depend on row j's stream only, so a
+        sample does not depend on the batch it was drawn in; else one draw for the batch from ``generator``
+        (default: the global RNG)."""
         logits, value = self(prompts, valid, temperature)
         logprobs = torch.log_softmax(logits, dim=-1)
         if greedy:
             label = logits.argmax(dim=-1)
+        elif generators is not None:
+            probs = logprobs.float().exp().cpu()
+            label = torch.tensor([int(torch.multinomial(probs[j], 1, generator=g)) for j, g in enumerate(generators)],
+                                 device=logits.device)
         else:
             label = torch.multinomial(logprobs.exp(), 1, generator=generator).squeeze(-1)
         return Action(

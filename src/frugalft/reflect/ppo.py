@@ -5,7 +5,9 @@ The action space of one step is the handful of listed labels, so the KL between 
 is computed exactly over them (no sampled estimator): ``KL(pi || pi_ref) = sum_a pi(a) (log pi(a) - log
 pi_ref(a))``, with the reference's log-probs recorded at rollout time. Episodes end for good when terminated
 or truncated at the horizon (the task is then failed), so GAE bootstraps with 0 after an episode's last step.
-The authors' PPO option used clip 0.1 and 3 epochs (SPEC A.3); those are the defaults here.
+The authors' PPO option used clip 0.1 and 3 epochs (SPEC A.3); those are the defaults here. Under
+``accelerate launch`` each process scores its share of every minibatch and gradients are summed over processes
+(``frugalft.distributed.data_parallel``), so each optimizer step is the single-process one.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
+from frugalft.distributed.data_parallel import SINGLE, DataParallel
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.rollout import Episode
 
@@ -66,6 +69,9 @@ def ppo_loss(
 
 
 # ---- the update ------------------------------------------------------------------------------------------
+PARTS = ("policy_loss", "value_loss", "kl", "clipfrac")  # ppo_loss's diagnostics, in its order
+
+
 def ppo_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
@@ -82,8 +88,12 @@ def ppo_update(
     lam: float = 0.95,
     entropy_coef: float = 0.0,
     normalize_advantages: bool = True,
+    dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
-    """``epochs`` passes over the batch's steps in shuffled minibatches, one optimizer step per minibatch."""
+    """``epochs`` passes over the batch's steps in shuffled minibatches, one optimizer step per minibatch.
+
+    Under data parallelism every process passes the whole batch and the same ``rng`` (the same minibatches);
+    each scores its share of a minibatch, weighted by that share's size."""
     if policy.value_head is None:
         raise ValueError("PPO needs a policy with a value head (Policy(..., value_head=True))")
     steps, advs, rets = [], [], []
@@ -106,29 +116,36 @@ def ppo_update(
         order = list(range(len(steps)))
         rng.shuffle(order)
         for lo in range(0, len(order), minibatch):
-            idx = order[lo:lo + minibatch]
-            chunk = [steps[i] for i in idx]
-            scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
-                                 [s.action for s in chunk], temperature)
-            if all(s.ref_logprobs is not None for s in chunk):
-                ref = _pad([s.ref_logprobs for s in chunk], scores.listed.shape[1], device)  # type: ignore[misc]
-                kl = exact_kl(scores.listed, ref)
-            else:
-                kl = torch.zeros(len(chunk), device=device)
-            ii = torch.tensor(idx, device=device)
-            assert scores.value is not None
-            loss, parts = ppo_loss(scores.logprob, old[ii], adv[ii], scores.value, ret[ii], kl, clip, vf_coef,
-                                   kl_coef, scores.entropy, entropy_coef)
+            batch_idx = order[lo:lo + minibatch]
+            idx = dp.mine(batch_idx)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            stats = [0.0] * 6  # loss, entropy, then the parts, each weighted by this share's size
+            if idx:
+                chunk = [steps[i] for i in idx]
+                scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
+                                     [s.action for s in chunk], temperature)
+                if all(s.ref_logprobs is not None for s in chunk):
+                    ref = _pad([s.ref_logprobs for s in chunk], scores.listed.shape[1], device)  # type: ignore[misc]
+                    kl = exact_kl(scores.listed, ref)
+                else:
+                    kl = torch.zeros(len(chunk), device=device)
+                ii = torch.tensor(idx, device=device)
+                assert scores.value is not None
+                loss, parts = ppo_loss(scores.logprob, old[ii], adv[ii], scores.value, ret[ii], kl, clip, vf_coef,
+                                       kl_coef, scores.entropy, entropy_coef)
+                w = len(idx) / len(batch_idx)  # the minibatch mean, split over processes
+                (loss * w).backward()
+                stats = [w * float(x) for x in (loss.detach(), scores.entropy.detach().mean(), *parts.values())]
+            dp.all_reduce_grads(params)
+            stats = dp.sum(stats)
             grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             updates += 1
-            sums["loss"] += float(loss.detach())
+            sums["loss"] += stats[0]
             sums["grad_norm"] += float(grad_norm)
-            sums["entropy"] += float(scores.entropy.detach().mean())
-            for k, v in parts.items():
-                sums[k] += float(v)
+            sums["entropy"] += stats[1]
+            for k, v in zip(PARTS, stats[2:], strict=True):
+                sums[k] += v
     return {k: v / max(updates, 1) for k, v in sums.items()}
 
 

@@ -5,6 +5,10 @@ stopped at eos or ``max_new_tokens``. The decode loop is ours rather than ``mode
 inverse CDF (one uniform per row), which on CPU is ~5x cheaper than ``torch.multinomial`` over a 50k
 vocabulary, and computes logits for the last position only. ``Reflector(None, ...)`` (or ``enabled=False``) is the switch of the
 no-reflection baselines: it returns ``None`` per state and the policy prompt has no reflection section.
+
+Given one ``torch.Generator`` per row, row j's uniforms come from generator j only, and a row that has ended
+draws nothing: a reflection then does not depend on which other rows share its batch (the rollout gives each
+episode its own generator, so 1 process and N workers sample the same reflections).
 """
 
 from __future__ import annotations
@@ -63,8 +67,12 @@ class Reflector:
                 p.requires_grad_(False)
 
     @torch.no_grad()
-    def reflect(self, states: Sequence[Mapping[str, str]]) -> list[str | None]:
-        """One reflection per state (``parts`` dicts), generated in one batch; ``None`` each when disabled."""
+    def reflect(self, states: Sequence[Mapping[str, str]],
+                generators: Sequence[torch.Generator] | None = None) -> list[str | None]:
+        """One reflection per state (``parts`` dicts), generated in one batch; ``None`` each when disabled.
+
+        ``generators``: one CPU generator per state for its draws (else the global RNG). ``use_hf_generate``
+        (the benchmark's stand-in for the authors' code) always samples from the global RNG."""
         if not self.enabled or not states:
             return [None] * len(states)
         assert self.model is not None and self.tokenizer is not None
@@ -87,7 +95,7 @@ class Reflector:
             new = out[:, ids.shape[1]:].tolist()
         else:
             new = generate(self.model, ids, mask, self.max_new_tokens, self.temperature,
-                           self.tokenizer.eos_token_id, pad).tolist()
+                           self.tokenizer.eos_token_id, pad, generators).tolist()
         texts = []
         for row in new:
             if self.tokenizer.eos_token_id in row:
@@ -96,29 +104,41 @@ class Reflector:
         return texts
 
 
-def sample_from_logits(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T)."""
+def sample_from_logits(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator] | None = None,
+                       live: Sequence[bool] | None = None) -> torch.Tensor:
+    """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T).
+
+    With ``generators``, row j's uniform comes from ``generators[j]``, and only rows that are ``live`` draw
+    (an ended row's stream must not advance, or its neighbours' lengths would shift it)."""
     if temperature <= 0:
         return logits.argmax(-1)
     cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
-    u = torch.rand((logits.shape[0], 1), device=logits.device) * cdf[:, -1:]
-    return torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+    if generators is None:
+        u = torch.rand((logits.shape[0], 1), device=logits.device)
+    else:
+        live = live if live is not None else [True] * len(generators)
+        u = torch.tensor([[float(torch.rand(1, generator=g)) if on else 0.0] for g, on in zip(generators, live,
+                                                                                              strict=True)],
+                         device=logits.device)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
 
 
 @torch.no_grad()
 def generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-             temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+             temperature: float, eos_id: int, pad_id: int,
+             generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
     """Batched sampling with a KV cache from left-padded prompts: (batch, <= max_new_tokens) new token ids.
 
     Rows that have emitted eos are padded with ``pad_id`` (eos included once); the loop stops when every row
-    has ended or at the cap.
+    has ended or at the cap. ``generators``: one per row, see ``sample_from_logits``.
     """
     with attention_backends(input_ids.device):
-        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id)
+        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id, generators)
 
 
 def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
-            temperature: float, eos_id: int, pad_id: int) -> torch.Tensor:
+            temperature: float, eos_id: int, pad_id: int,
+            generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1)
@@ -128,7 +148,8 @@ def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     mask = attention_mask
     new: list[torch.Tensor] = []
     for _ in range(max_new_tokens):
-        token = sample_from_logits(out.logits[:, -1], temperature)
+        live = (~done).tolist() if generators is not None else None
+        token = sample_from_logits(out.logits[:, -1], temperature, generators, live)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         new.append(token)
         done |= token == eos_id

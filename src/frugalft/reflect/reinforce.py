@@ -9,7 +9,9 @@ Per iteration:
    sampled from it: a self-imitation term that keeps rare successes from being forgotten.
 
 The loss functions are pure (tensors in, tensor out) so tests can check them against a hand computation; the
-update functions add the minibatching, gradient clipping and the optimizer step.
+update functions add the minibatching, gradient clipping and the optimizer step. Under ``accelerate launch``
+(``dp``: ``frugalft.distributed.data_parallel``) each process scores its share of the steps and the gradients
+are summed over processes before clipping: the same step as one process, up to float summation order.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 import torch
 
+from frugalft.distributed.data_parallel import SINGLE, DataParallel, share
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.rollout import Episode, Step
 
@@ -93,24 +96,30 @@ def policy_gradient_step(
     minibatch: int,
     baseline: str = "none",
     entropy_coef: float = 0.0,
+    dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
-    """One optimizer step of ``reinforce_loss`` over ``steps``, accumulating gradients in minibatches."""
+    """One optimizer step of ``reinforce_loss`` over ``steps``, accumulating gradients in minibatches (of this
+    process's share of the steps under data parallelism; the baseline is the whole batch's)."""
     n = len(steps)
     g = torch.tensor(returns, dtype=torch.float32, device=policy.device)
     b = g.mean() if baseline == "batch_mean" else 0.0
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     entropy = 0.0
-    for lo in range(0, n, minibatch):
-        chunk = steps[lo:lo + minibatch]
+    mine = share(n, dp.rank, dp.world)
+    for lo in range(mine.start, mine.stop, minibatch):
+        hi = min(lo + minibatch, mine.stop)
+        chunk = steps[lo:hi]
         scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
                              [s.action for s in chunk], temperature)
         # The mean over all n steps, split across minibatches: each chunk's mean weighted by its share.
-        loss = reinforce_loss(scores.logprob, g[lo:lo + len(chunk)], b, scores.entropy, entropy_coef)
+        loss = reinforce_loss(scores.logprob, g[lo:hi], b, scores.entropy, entropy_coef)
         (loss * len(chunk) / n).backward()
         total += float(loss.detach()) * len(chunk) / n
         entropy += float(scores.entropy.detach().sum()) / n
     params = [p for group in optimizer.param_groups for p in group["params"]]
+    dp.all_reduce_grads(params)
+    total, entropy = dp.sum([total, entropy])
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
     return {"loss": total, "grad_norm": float(grad_norm), "entropy": entropy}
@@ -128,18 +137,22 @@ def reinforce_update(
     replay_episodes: int = 4,
     baseline: str = "none",
     entropy_coef: float = 0.0,
+    dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
-    """The authors' iteration: a step on the fresh batch, then (if any successes are stored) a replay step."""
+    """The authors' iteration: a step on the fresh batch, then (if any successes are stored) a replay step.
+
+    Under data parallelism every process passes the whole batch (and keeps the same replay buffer and ``rng``);
+    each scores only its share of the steps."""
     steps, returns = flatten(episodes)
     metrics = policy_gradient_step(policy, optimizer, steps, returns, temperature, max_grad_norm, minibatch,
-                                   baseline, entropy_coef)
+                                   baseline, entropy_coef, dp)
     metrics["replay_loss"] = 0.0
     if replay is not None:
         replay.add(episodes)
         if len(replay) and replay_episodes > 0:
             r_steps, r_returns = flatten(replay.sample(replay_episodes, rng))
             r = policy_gradient_step(policy, optimizer, r_steps, r_returns, temperature, max_grad_norm, minibatch,
-                                     "none", entropy_coef)
+                                     "none", entropy_coef, dp)
             metrics["replay_loss"] = r["loss"]
         metrics["replay_size"] = len(replay)
     return metrics

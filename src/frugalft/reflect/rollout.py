@@ -6,10 +6,19 @@ forward per step for the whole batch. Every step is stored as the token ids the 
 indices of the labels it was shown, the chosen action, the sampling log-probability and the reward: the update
 re-scores exactly these ids (nothing is re-tokenised). Episodes come back in the order of the specs, which the
 caller derives from counters, so a resumed run plays the same episodes.
+
+Randomness belongs to the episode, not to the process: every episode owns a ``torch.Generator`` seeded from
+``(seed, episode_id)`` (training's episode ids are global counters, ``iteration * num_envs + slot``) and a
+``random.Random`` for its label shuffle. Its reflection tokens (one uniform per token, inverse CDF) and its
+label draws come from that generator in the episode's own order, so an episode samples the same whichever
+episodes share its batch, environment slot, process or Ray worker: ``frugalft rl train`` with 0 or N rollout
+workers, or N learner processes, plays the same episodes. Forward passes stay batched over the active
+episodes (left padding changes a row's logits only by float rounding, see ``policy.collate_left``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 import time
@@ -84,25 +93,35 @@ class Episode:
         return cls(**{**d, "steps": steps})
 
 
+def episode_generator(seed: int, episode_id: int) -> torch.Generator:
+    """A CPU generator private to one episode of one run (a stable hash, not Python's salted ``hash``)."""
+    digest = hashlib.blake2b(f"rollout-{seed}-{episode_id}".encode(), digest_size=8).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+
+
 class Baseline:
     """A policy that ignores the prompt (random, oracle) but plays through the same rollout and evaluation."""
 
     name = "baseline"
 
     def choose(self, envs: Sequence[Any], actions: Sequence[Sequence[str]], labels: Sequence[Sequence[int]],
-               valid: torch.Tensor) -> Action:
+               valid: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> Action:
+        """``generators``: one per row, as ``Policy.act``."""
         raise NotImplementedError
 
 
 class RandomPolicy(Baseline):
-    """Uniform over the valid actions (global torch RNG, so seeded runs repeat)."""
+    """Uniform over the valid actions (row j draws from ``generators[j]``, else the global torch RNG)."""
 
     name = "random"
 
     def choose(self, envs: Sequence[Any], actions: Sequence[Sequence[str]], labels: Sequence[Sequence[int]],
-               valid: torch.Tensor) -> Action:
+               valid: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> Action:
         probs = valid.float() / valid.float().sum(-1, keepdim=True)
-        label = torch.multinomial(probs, 1).squeeze(-1)
+        if generators is None:
+            label = torch.multinomial(probs, 1).squeeze(-1)
+        else:
+            label = torch.tensor([int(torch.multinomial(probs[j], 1, generator=g)) for j, g in enumerate(generators)])
         logprobs = probs.log()
         return Action(label, logprobs.gather(1, label[:, None]).squeeze(1), -(probs * logprobs.nan_to_num(
             neginf=0.0)).sum(-1), None, logprobs)
@@ -114,7 +133,7 @@ class OraclePolicy(Baseline):
     name = "oracle"
 
     def choose(self, envs: Sequence[Any], actions: Sequence[Sequence[str]], labels: Sequence[Sequence[int]],
-               valid: torch.Tensor) -> Action:
+               valid: torch.Tensor, generators: Sequence[torch.Generator] | None = None) -> Action:
         chosen = [row[list(acts).index(env.unwrapped.oracle_action())]
                   for env, acts, row in zip(envs, actions, labels, strict=True)]
         label = torch.as_tensor(chosen, dtype=torch.long)
@@ -144,29 +163,32 @@ def collect_episodes(
     reference: Reference | None = None,
     record_oracle: bool = False,
     counterfactual: bool = False,
-    label_seed: int = 0,
+    seed: int = 0,
     stats: RolloutStats | None = None,
 ) -> list[Episode]:
     """Play one episode per spec on ``len(vec)`` environments; episodes return in spec order.
 
     An environment whose episode ends starts the next waiting spec at once, so the batch stays full until
-    the queue runs dry (the assignment of specs to environments is deterministic). ``record_oracle`` stores the oracle's action index per step; ``counterfactual`` also scores each prompt
-    without its reflection (the diagnostic of evaluate.py; costs one more policy forward per step).
+    the queue runs dry. ``seed`` (the run's) and each spec's episode id seed the episode's random streams, so
+    the episodes do not depend on ``len(vec)`` or on how the specs are split over calls. ``record_oracle``
+    stores the oracle's action index per step; ``counterfactual`` also scores each prompt without its
+    reflection (the diagnostic of evaluate.py; costs one more policy forward per step).
     """
     stats = stats if stats is not None else RolloutStats()
     start = time.perf_counter()
     episodes = _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greedy, reference,
-                     record_oracle, counterfactual, label_seed, stats)
+                     record_oracle, counterfactual, seed, stats)
     stats.seconds += time.perf_counter() - start
     return episodes
 
 
 def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greedy, reference, record_oracle,
-          counterfactual, label_seed, stats) -> list[Episode]:
+          counterfactual, seed, stats) -> list[Episode]:
     queue = list(range(len(specs)))[::-1]  # spec indices, next one last
     slot: list[int | None] = [None] * len(vec)  # the spec each environment is playing
     infos: list[dict] = [{} for _ in range(len(vec))]
-    rngs: list[random.Random | None] = [None] * len(vec)
+    rngs: list[random.Random | None] = [None] * len(vec)  # label shuffles
+    gens: list[torch.Generator | None] = [None] * len(vec)  # reflection tokens and action draws
     done: list[Episode | None] = [None] * len(specs)
     playing: dict[int, Episode] = {}
 
@@ -177,7 +199,8 @@ def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greed
         slot[i] = k
         playing[i] = Episode(env_index=i, episode_id=spec.episode_id, task_id=infos[i]["task_id"],
                              level=int(infos[i]["level"]))
-        rngs[i] = random.Random(f"labels-{label_seed}-{spec.episode_id}")  # shuffles repeat on resume
+        rngs[i] = random.Random(f"labels-{seed}-{spec.episode_id}")
+        gens[i] = episode_generator(seed, spec.episode_id)
 
     for i in range(min(len(vec), len(specs))):
         begin(i)
@@ -185,7 +208,8 @@ def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greed
     while active:
         parts = [infos[i]["parts"] for i in active]
         t0 = time.perf_counter()
-        reflections = reflector.reflect(parts) if reflector is not None else [None] * len(active)
+        row_gens = [gens[i] for i in active]
+        reflections = reflector.reflect(parts, row_gens) if reflector is not None else [None] * len(active)
         t1 = time.perf_counter()
         stats.reflect_seconds += t1 - t0
         labels = [alphabet.pick(len(infos[i]["actions"]), rngs[i]) for i in active]
@@ -194,12 +218,12 @@ def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greed
         prompts: list[list[int]] = []
         ref_lp = None
         if isinstance(policy, Baseline):
-            act = policy.choose(envs, [infos[i]["actions"] for i in active], labels, valid)
+            act = policy.choose(envs, [infos[i]["actions"] for i in active], labels, valid, row_gens)
             prompts = [[] for _ in active]  # a baseline reads no prompt; nothing to store
         else:
             prompts = [encode_policy_prompt(tokenizer, p, r, infos[i]["actions"], alphabet.strings(lab))
                        for i, p, r, lab in zip(active, parts, reflections, labels, strict=True)]
-            act = policy.act(prompts, valid, temperature=temperature, greedy=greedy)
+            act = policy.act(prompts, valid, temperature=temperature, greedy=greedy, generators=row_gens)
             if reference is not None:
                 ref_lp = reference(prompts, valid).float().cpu()
                 p_act = act.logprobs.float().cpu().exp()

@@ -3,9 +3,16 @@
     for iteration in range(iterations):
         level  <- curriculum position of this iteration (levels in order, budgets proportional to task counts)
         specs  <- the next num_envs episodes of that level (a seeded, counter-derived task order)
-        episodes <- collect_episodes(...)             # reflect -> prompt -> label -> env step, batched
+        episodes <- play(specs)                       # reflect -> prompt -> label -> env step, batched
+                    (in this process, or on `workers` Ray actors; the same episodes either way)
         reinforce_update(...) or ppo_update(...)        # one step on the batch (+ success replay for REINFORCE)
         log metrics; every checkpoint_interval: checkpoint with counters
+
+Scale-out (docs/scaling.md) changes who computes, not what: ``workers: N`` plays each batch on N Ray actors
+(``frugalft.distributed.ray_rollout``) and ``accelerate launch --num_processes W`` splits rollout and update
+over W learner processes (``frugalft.distributed.data_parallel``). Every episode draws from its own seeded
+random streams (``rollout.collect_episodes``), so a seeded run gives the same episodes and, up to float
+summation order, the same weights in all three layouts.
 
 Everything an iteration consumes (its tasks, reset seeds, label shuffles, replay sampling) is a function of the
 seed and the iteration number, and the checkpoint restores the RNG streams, weights, optimizer and replay
@@ -16,22 +23,28 @@ Metrics (metrics.jsonl, one row per iteration; stable names): ``return``, ``succ
 policy to the reference = the policy at the start of RL, over the listed actions), ``loss``, ``grad_norm``
 (before clipping), ``steps_per_s`` (environment steps per second, rollout + update), ``level``, ``episodes``
 (consumed so far), and every ``eval_interval`` iterations ``eval_success``, ``eval_return``,
-``eval_episode_length``.
+``eval_episode_length``; and ``rollout_s`` / ``update_s`` (wall-clock seconds of the two phases),
+``rollout_workers``, ``worker_restarts`` and ``rerun_episodes`` (Ray actors replaced this iteration and the
+episodes they re-ran), ``processes`` (learner processes).
 """
 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import random
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
+from frugalft.distributed.data_parallel import DataParallel
+from frugalft.distributed.data_parallel import setup as data_parallel
 from frugalft.models import LoraSettings, add_lora, load_model
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.ppo import ppo_update
@@ -41,6 +54,9 @@ from frugalft.reflect.reinforce import SuccessReplay, reinforce_update
 from frugalft.reflect.rollout import Episode, EpisodeSpec, Reference, RolloutStats, collect_episodes
 from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
+
+if TYPE_CHECKING:
+    from frugalft.distributed.ray_rollout import RolloutPool
 
 
 @dataclass
@@ -93,6 +109,11 @@ class RLConfig:
     checkpoint_interval: int = 25  # iterations between checkpoints (and one at the end)
     device: str = "auto"
     dtype: str = "auto"
+    # Scale-out (docs/scaling.md); the episodes and the update do not depend on these, only the wall clock.
+    workers: int = 0  # rollout workers as Ray actors, each playing a share of every batch; 0 = in this process
+    ray_address: str | None = None  # a running Ray cluster (auto, ray://head:10001); null = start a local one
+    cpus_per_worker: float = 1.0  # CPUs Ray reserves per rollout worker (its torch threads)
+    gpus_per_worker: float = 0.0  # GPUs per rollout worker; fractions put several workers on one GPU
 
 
 # ---- the two players -------------------------------------------------------------------------------------
@@ -256,22 +277,57 @@ def episode_specs(tasks: list[str], seed: int, group: int, offset: int, n: int, 
 
 
 # ---- the loop --------------------------------------------------------------------------------------------
+def play(players: Players, config: RLConfig, vec: Any, specs: Sequence[EpisodeSpec],
+         stats: RolloutStats | None = None) -> list[Episode]:
+    """The training rollout of ``specs``: the learner's, one learner process's share, or a Ray worker's."""
+    return collect_episodes(vec, specs, players.policy, players.tokenizer, players.alphabet, players.reflector,
+                            config.temperature, reference=players.reference, seed=config.seed, stats=stats)
+
+
+class _RankRun:
+    """What a learner process other than rank 0 has of the run directory: it reads checkpoints, writes nothing."""
+
+    def __init__(self, path: Path):
+        self.checkpoints = path / "checkpoints"
+        self.log = logging.getLogger("frugalft.rl.rank")
+
+    def log_metrics(self, step: int, **metrics: Any) -> None:
+        pass
+
+    def truncate_metrics(self, after_step: int) -> None:
+        pass
+
+
 def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
-          players: Players | None = None, stop_after: int | None = None) -> dict[str, Any]:
+          players: Players | None = None, stop_after: int | None = None, pool: RolloutPool | None = None,
+          on_dispatch: Callable[[int, RolloutPool], None] | None = None,
+          on_episodes: Callable[[int, list[Episode]], None] | None = None) -> dict[str, Any]:
     """Run RL; resumes from ``run_dir``'s last checkpoint when there is one (and ``resume``).
 
     ``players`` reuses loaded models (else ``build_players(config)``); ``stop_after`` ends this call after that
     many iterations as if the process were killed there (tests, time-boxed jobs); a later call resumes.
+    ``pool`` reuses started rollout actors (built for this config; else ``config.workers`` of them are started
+    and stopped here); ``on_dispatch(iteration, pool)`` runs while their shares are in flight (tests kill a
+    worker there); ``on_episodes(iteration, episodes)`` sees every gathered batch (tests, tracing).
     Returns the last iteration's metrics (plus ``checkpoint``: the path of the newest checkpoint).
     """
-    seed_everything(config.seed)
+    dp = data_parallel(config.device)
+    if dp.world > 1 and (config.workers or pool is not None):
+        raise ValueError("Ray rollout workers and an accelerate launch of several learner processes do not mix: "
+                         "set workers: 0 under accelerate launch")
+    if dp.device is not None and config.device != "cpu":
+        config = replace(config, device=dp.device)  # each process its own GPU (cuda:<local rank>)
+    seed_everything(config.seed)  # the same on every process: identical initial weights
     players = players or build_players(config)
-    policy, tok, alphabet = players.policy, players.tokenizer, players.alphabet
+    policy = players.policy
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     replay = SuccessReplay(config.replay_capacity) if config.algorithm == "reinforce" and config.replay_capacity else None
 
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, config=config, resume=resume)
+    if not dp.is_main:
+        run: Any = _RankRun(Path(run_dir.path if isinstance(run_dir, RunDir) else run_dir))
+    else:
+        run = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir, config=config, resume=resume)
     heads = {"value_head": policy.value_head} if policy.value_head is not None else {}
     start, episodes_done = 0, 0
     ckpt = latest_checkpoint(run.checkpoints) if resume and run.checkpoints.exists() else None
@@ -285,62 +341,109 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     else:
         run.truncate_metrics(0)  # rows of an earlier attempt that never reached a checkpoint
 
-    vec = make_vec(config, "train", config.num_envs)
+    own_pool = pool is None and config.workers > 0
+    if own_pool:
+        from frugalft.distributed.ray_rollout import RolloutPool
+
+        pool = RolloutPool(config, config.workers, config.ray_address, config.cpus_per_worker,
+                           config.gpus_per_worker, logger=run.log)
+    elif pool is not None:
+        pool.log = run.log
+    # The learner plays nothing itself with a pool (one env reads the task lists); a learner process plays
+    # its share of each batch.
+    vec = make_vec(config, "train", 1 if pool is not None else math.ceil(config.num_envs / dp.world))
     groups = task_groups(config, vec.envs[0].unwrapped)
     budgets = level_budgets([len(ids) for _, ids in groups], config.iterations)
-    run.log.info("curriculum: %s", [(lv, len(ids), b) for (lv, ids), b in zip(groups, budgets, strict=True)])
+    workers = pool.workers if pool is not None else 0
+    run.log.info("curriculum: %s; rollouts %s; %d learner process(es)",
+                 [(lv, len(ids), b) for (lv, ids), b in zip(groups, budgets, strict=True)],
+                 f"on {workers} Ray workers" if workers else "in-process", dp.world)
     metrics: dict[str, Any] = {}
     # The group of the iteration before ``start``: a resume at a level boundary still clears the buffer.
     last_group = curriculum_position(budgets, start - 1)[0] if start > 0 else None
     end = config.iterations if stop_after is None else min(config.iterations, start + stop_after)
-    for it in progress(range(start, end), "RL iterations"):
-        group, offset = curriculum_position(budgets, it)
-        level, tasks = groups[group]
-        if replay is not None and group != last_group:
-            replay.clear()  # the buffer holds successes of the current level only
-        last_group = group
-        t0 = time.perf_counter()
-        stats = RolloutStats()
-        specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs, episodes_done)
-        episodes = collect_episodes(vec, specs, policy, tok, alphabet, players.reflector, config.temperature,
-                                    reference=players.reference, label_seed=config.seed, stats=stats)
-        rng = random.Random(f"update-{config.seed}-{it}")
-        if config.algorithm == "reinforce":
-            upd = reinforce_update(policy, optimizer, episodes, replay, rng, config.temperature, config.max_grad_norm,
-                                   config.minibatch, config.replay_episodes, config.baseline, config.entropy_coef)
-        else:
-            upd = ppo_update(policy, optimizer, episodes, rng, config.temperature, config.max_grad_norm,
-                             config.minibatch, config.ppo_epochs, config.ppo_clip, config.vf_coef, config.kl_coef,
-                             config.gamma, config.gae_lambda, config.entropy_coef)
-        episodes_done += len(episodes)
-        metrics = {
-            **batch_metrics(episodes),
-            "loss": upd["loss"],
-            "grad_norm": upd["grad_norm"],
-            "steps_per_s": stats.env_steps / (time.perf_counter() - t0),
-            "level": level if level is not None else -1,
-            "episodes": episodes_done,
-            **{k: v for k, v in upd.items() if k not in ("loss", "grad_norm", "entropy", "kl")},
-        }
-        if config.eval_interval and ((it + 1) % config.eval_interval == 0 or it + 1 == config.iterations):
-            from frugalft.reflect.evaluate import evaluate
-
-            res = evaluate(players, config, split=config.eval_split, max_tasks=config.eval_max_tasks,
-                           greedy=config.eval_greedy, diagnostic=False, levels=[level] if level is not None else None)
-            metrics.update(eval_success=res.success, eval_return=res.ret, eval_episode_length=res.length)
-        run.log_metrics(it + 1, **metrics)
-        run.log.info("iter %d level %s return %.3f success %.2f loss %.4f", it + 1, level, metrics["return"],
-                     metrics["success"], metrics["loss"])
-        if (it + 1) % config.checkpoint_interval == 0 or it + 1 == config.iterations:
-            save_checkpoint(run.checkpoints, it + 1, policy.lm, optimizer, heads=heads, counters={
+    try:
+        for it in progress(range(start, end), "RL iterations", disable=not dp.is_main):
+            group, offset = curriculum_position(budgets, it)
+            level, tasks = groups[group]
+            if replay is not None and group != last_group:
+                replay.clear()  # the buffer holds successes of the current level only
+            last_group = group
+            t0 = time.perf_counter()
+            specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs,
+                                  episodes_done)
+            episodes, stats, restarts, rerun = _rollout(players, config, vec, specs, it, dp, pool, on_dispatch)
+            t1 = time.perf_counter()
+            if on_episodes is not None:
+                on_episodes(it, episodes)
+            rng = random.Random(f"update-{config.seed}-{it}")
+            if config.algorithm == "reinforce":
+                upd = reinforce_update(policy, optimizer, episodes, replay, rng, config.temperature,
+                                       config.max_grad_norm, config.minibatch, config.replay_episodes,
+                                       config.baseline, config.entropy_coef, dp)
+            else:
+                upd = ppo_update(policy, optimizer, episodes, rng, config.temperature, config.max_grad_norm,
+                                 config.minibatch, config.ppo_epochs, config.ppo_clip, config.vf_coef,
+                                 config.kl_coef, config.gamma, config.gae_lambda, config.entropy_coef, dp=dp)
+            t2 = time.perf_counter()
+            episodes_done += len(episodes)
+            metrics = {
+                **batch_metrics(episodes),
+                "loss": upd["loss"],
+                "grad_norm": upd["grad_norm"],
+                "steps_per_s": stats.env_steps / (time.perf_counter() - t0),
+                "rollout_s": t1 - t0,  # play (+ broadcast and gather), wall clock, restarts included
+                "update_s": t2 - t1,
+                "level": level if level is not None else -1,
                 "episodes": episodes_done,
-                "level": level,
-                "group": group,
-                "replay": replay.state() if replay is not None else [],
-            })
-    vec.close()
+                "rollout_workers": workers,
+                "worker_restarts": restarts,
+                "rerun_episodes": rerun,
+                "processes": dp.world,
+                **{k: v for k, v in upd.items() if k not in ("loss", "grad_norm", "entropy", "kl")},
+            }
+            if dp.is_main and config.eval_interval and ((it + 1) % config.eval_interval == 0
+                                                        or it + 1 == config.iterations):
+                from frugalft.reflect.evaluate import evaluate
+
+                res = evaluate(players, config, split=config.eval_split, max_tasks=config.eval_max_tasks,
+                               greedy=config.eval_greedy, diagnostic=False,
+                               levels=[level] if level is not None else None)
+                metrics.update(eval_success=res.success, eval_return=res.ret, eval_episode_length=res.length)
+            run.log_metrics(it + 1, **metrics)
+            run.log.info("iter %d level %s return %.3f success %.2f loss %.4f", it + 1, level, metrics["return"],
+                         metrics["success"], metrics["loss"])
+            if (it + 1) % config.checkpoint_interval == 0 or it + 1 == config.iterations:
+                if dp.is_main:
+                    save_checkpoint(run.checkpoints, it + 1, policy.lm, optimizer, heads=heads, counters={
+                        "episodes": episodes_done,
+                        "level": level,
+                        "group": group,
+                        "replay": replay.state() if replay is not None else [],
+                    })
+                dp.barrier()  # no process reads LATEST before it is written
+    finally:
+        vec.close()
+        if own_pool and pool is not None:
+            pool.close()
     final = latest_checkpoint(run.checkpoints) if run.checkpoints.exists() else None
     return {**metrics, "checkpoint": str(final) if final else None}
+
+
+def _rollout(players: Players, config: RLConfig, vec: Any, specs: list[EpisodeSpec], iteration: int,
+             dp: DataParallel, pool: RolloutPool | None, on_dispatch: Callable | None,
+             ) -> tuple[list[Episode], RolloutStats, int, int]:
+    """One batch in spec order: (episodes, rollout stats, workers restarted, episodes re-run)."""
+    if pool is not None:
+        from frugalft.distributed.ray_rollout import trainable_state
+
+        episodes, report = pool.collect(trainable_state(players.policy), specs, iteration, on_dispatch)
+        assert report.stats is not None
+        return episodes, report.stats, report.restarts, report.rerun_episodes
+    stats = RolloutStats()
+    episodes = dp.gather(play(players, config, vec, dp.mine(specs), stats))  # rank order = spec order
+    stats.env_steps = int(dp.sum([stats.env_steps])[0])
+    return episodes, stats, 0, 0
 
 
 def batch_metrics(episodes: list[Episode]) -> dict[str, float]:
