@@ -4,30 +4,169 @@ The greedy pick is the candidate j of largest marginal gain  g(j) = sum_i max(0,
 how well row i is covered so far. Three ways to get it:
 
 * ``lazy_greedy``: exact greedy (Minoux's lazy evaluation). Gains only shrink as S grows (submodularity), so a
-  stale gain is an upper bound; only candidates whose bound tops the queue are re-evaluated, many at once
-  (a (b x d) @ (d x n) BLAS matmul for b candidates, then one vectorised max/sum). The first gains, with c = 0,
-  are the kernel's row sums: one pass over the upper triangle of the kernel in blocks (half the n x n matmul).
-  Rows live in a bounded cache (``_RowEval``): the whole kernel in float32 while it fits ``cache_mb``
-  (n <= ~23k at 2 GB), otherwise the most recently needed rows, refilled 256 at a time.
+  stale gain is an upper bound; only candidates whose bound tops the queue are re-evaluated, a batch at a time.
+  Rows live in a bounded cache (``_RowEval``). While the whole kernel fits ``cache_mb`` (n <= ~23k at 2 GB,
+  float32) it is computed once, from the upper-triangle blocks only (half the n x n matmul, mirrored into the
+  lower triangle by tiled transposes), and every later gain is one fused pass over a cached row. Beyond, the
+  most recently needed rows are kept, refilled 256 at a time by one matmul, and memory stays bounded at any n.
 * ``stochastic_greedy``: each step looks only at a random sample of (n / k) log(1 / epsilon) candidates
   (Mirzasoleiman et al. 2015), evaluated lazily inside the sample; (1 - 1/e - epsilon) in expectation.
-* ``KnnKernel``: keep each row's k nearest neighbours only (faiss), a sparse kernel that makes every gain
-  O(neighbours); the route for pools of a million prompts.
+* ``KnnKernel``: keep each row's k nearest neighbours only, a sparse kernel that makes every gain
+  O(neighbours); the route for pools of a million prompts. Neighbours are exact (faiss flat) for small pools,
+  and cluster-local exact beyond: k-means lists, then one BLAS matmul per list against the members of the
+  lists nearest to it (``_cluster_knn``).
 
 Kernels compute rows on the fly in float32: RBF s = exp(-|x_i - x_j|^2 / sigma^2), or cosine clipped at 0 (a
-facility-location similarity must be non-negative). ``DenseKernel`` wraps a given matrix (tests, small pools).
+facility-location similarity must be non-negative). Blocks are built with torch (multithreaded element-wise
+ops; NumPy's exp runs on one core); the per-element loops (gains, covers, transposes) are serial numba kernels.
+``DenseKernel`` wraps a given matrix (tests, small pools).
 """
 
 from __future__ import annotations
 
 import heapq
 import math
+import time
 from collections import OrderedDict
 
+import numba
 import numpy as np
+import torch
 
 BLOCK = 2048  # kernel block edge: 2048 x 2048 float32 = 16 MB, cache- and memory-friendly
 PREFETCH = 256  # kernel rows computed per matmul on a cache miss
+_TILE = 32  # transpose tile edge: a 32 x 32 float32 tile read and written stays in L1
+
+
+# --- numba kernels: serial on purpose (numba's and torch's OpenMP pools do not survive a fork; these loops are
+# --- memory-bound, one core streams them near bandwidth) --------------------------------------------------------
+@numba.njit(cache=True)
+def _mirror_upper(s: np.ndarray, a: int, b: int, h: int, w: int) -> None:
+    """s[c, r] = s[r, c] for the block rows a..a+h, columns b..b+w, wherever c > r (the strict upper part),
+    tile by tile: a plain transposed copy misses cache on every write once rows are n floats apart."""
+    for j0 in range(0, w, _TILE):
+        j1 = min(j0 + _TILE, w)
+        for i0 in range(0, h, _TILE):
+            i1 = min(i0 + _TILE, h)
+            for j in range(j0, j1):
+                c = b + j
+                for i in range(i0, i1):
+                    r = a + i
+                    if c > r:
+                        s[c, r] = s[r, c]
+
+
+@numba.njit(cache=True, fastmath=True)
+def _row_gains(rows: np.ndarray, which: np.ndarray, cover: np.ndarray, out: np.ndarray) -> None:
+    """out[r] = sum_i max(0, rows[which[r], i] - cover[i]): one pass, no (b x n) temporary."""
+    for r in range(which.size):
+        row = rows[which[r]]
+        acc = 0.0
+        for i in range(row.size):
+            v = row[i] - cover[i]
+            if v > 0:
+                acc += v
+        out[r] = acc
+
+
+@numba.njit(cache=True)
+def _csr_gains(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, idx: np.ndarray, cover: np.ndarray,
+               out: np.ndarray) -> None:
+    """out[r] = sum over CSR row idx[r] of max(0, value - cover[column])."""
+    for r in range(idx.size):
+        j = idx[r]
+        acc = 0.0
+        for p in range(indptr[j], indptr[j + 1]):
+            v = data[p] - cover[indices[p]]
+            if v > 0:
+                acc += v
+        out[r] = acc
+
+
+@numba.njit(cache=True)
+def _csr_cover(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, j: int, cover: np.ndarray) -> None:
+    for p in range(indptr[j], indptr[j + 1]):
+        i = indices[p]
+        if data[p] > cover[i]:
+            cover[i] = data[p]
+
+
+@numba.njit(cache=True)
+def _lists_to_csr(nbr: np.ndarray, sim: np.ndarray, n: int):
+    """Row i's neighbour lists (nbr[i, t] = j, -1 for none) to CSR by candidate j, rows i ascending: a counting
+    sort, O(n k) with no argsort of n k keys."""
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    for i in range(nbr.shape[0]):
+        for t in range(nbr.shape[1]):
+            if nbr[i, t] >= 0:
+                indptr[nbr[i, t] + 1] += 1
+    for j in range(n):
+        indptr[j + 1] += indptr[j]
+    fill = indptr[:-1].copy()
+    indices = np.empty(indptr[n], dtype=np.int32)
+    data = np.empty(indptr[n], dtype=np.float32)
+    for i in range(nbr.shape[0]):
+        for t in range(nbr.shape[1]):
+            j = nbr[i, t]
+            if j >= 0:
+                indices[fill[j]] = i
+                data[fill[j]] = sim[i, t]
+                fill[j] += 1
+    return indptr, indices, data
+
+
+@numba.njit(cache=True)
+def _before(g: np.ndarray, ids: np.ndarray, a: int, b: int) -> bool:
+    """Heap order: larger bound first, then the lower index (the tie rule of ``lazy_greedy``)."""
+    return g[a] > g[b] or (g[a] == g[b] and ids[a] < ids[b])
+
+
+@numba.njit(cache=True)
+def _sift_down(g: np.ndarray, ids: np.ndarray, size: int, pos: int) -> None:
+    while True:
+        best, left = pos, 2 * pos + 1
+        if left < size and _before(g, ids, left, best):
+            best = left
+        if left + 1 < size and _before(g, ids, left + 1, best):
+            best = left + 1
+        if best == pos:
+            return
+        g[pos], g[best] = g[best], g[pos]
+        ids[pos], ids[best] = ids[best], ids[pos]
+        pos = best
+
+
+@numba.njit(cache=True)
+def _csr_lazy_greedy(indptr, indices, data, bound: np.ndarray, k: int, picks: np.ndarray, gains: np.ndarray) -> None:
+    """Lazy greedy on a CSR kernel, all in one compiled loop: at a million candidates the Python heap's
+    per-candidate tuples and calls cost more than the gains themselves. Same rule as ``lazy_greedy``: pop
+    the best bound; if it is exact for this step it is the pick, else re-evaluate it and sift it down."""
+    n = bound.size
+    g, ids = bound.copy(), np.arange(n)
+    for pos in range(n // 2 - 1, -1, -1):
+        _sift_down(g, ids, n, pos)
+    stamp = np.zeros(n, dtype=np.int64)
+    cover = np.zeros(n, dtype=np.float32)
+    size = n
+    for t in range(k):
+        while stamp[ids[0]] != t:
+            j = ids[0]
+            acc = 0.0
+            for p in range(indptr[j], indptr[j + 1]):
+                v = data[p] - cover[indices[p]]
+                if v > 0:
+                    acc += v
+            g[0], stamp[j] = acc, t
+            _sift_down(g, ids, size, 0)
+        j = ids[0]
+        picks[t], gains[t] = j, g[0]
+        size -= 1
+        g[0], ids[0] = g[size], ids[size]
+        _sift_down(g, ids, size, 0)
+        for p in range(indptr[j], indptr[j + 1]):
+            i = indices[p]
+            if data[p] > cover[i]:
+                cover[i] = data[p]
 
 
 class DenseKernel:
@@ -51,32 +190,55 @@ class _BlockKernel:
         self.x = np.ascontiguousarray(x, dtype=np.float32)
         self.n = self.x.shape[0]
         self.sq = np.einsum("ij,ij->i", self.x, self.x)
+        self._xt, self._sqt = torch.from_numpy(self.x), torch.from_numpy(self.sq)  # views, no copies
 
-    def _transform(self, g: np.ndarray, i: slice | np.ndarray, j: slice | np.ndarray) -> np.ndarray:
+    def _transform_(self, g: torch.Tensor, i: slice | np.ndarray, j: slice | np.ndarray) -> None:
+        """Dot products -> similarities, in place."""
         raise NotImplementedError
 
+    def _block_into(self, out: torch.Tensor, i: slice | np.ndarray, j: slice | np.ndarray) -> torch.Tensor:
+        xi = self._xt[i] if isinstance(i, slice) else self._xt[torch.from_numpy(np.asarray(i, dtype=np.int64))]
+        torch.mm(xi, self._xt[j].T, out=out)  # ``out`` may be a strided view of a bigger matrix: no copy
+        self._transform_(out, i, j)
+        return out
+
     def block(self, i: np.ndarray | slice, j: np.ndarray | slice) -> np.ndarray:
-        return self._transform(self.x[i] @ self.x[j].T, i, j)
+        rows = len(range(self.n)[i]) if isinstance(i, slice) else len(i)
+        cols = len(range(self.n)[j]) if isinstance(j, slice) else len(j)
+        return self._block_into(torch.empty(rows, cols), i, j).numpy()
 
     def rows(self, idx: np.ndarray) -> np.ndarray:
         return self.block(np.asarray(idx), slice(None))
+
+    def _panels(self):
+        """Upper-triangle block panels (row block, column panel); wide panels make fewer, larger matmuls."""
+        for a in range(0, self.n, BLOCK):
+            for b in range(a, self.n, BLOCK * 4):
+                yield slice(a, min(a + BLOCK, self.n)), slice(b, min(b + BLOCK * 4, self.n))
 
     def row_sums(self) -> np.ndarray:
         """sum_j s(i, j) for every i, from the upper-triangle blocks only (the kernel is symmetric): half
         the n x n matmul, never more than one block panel in memory."""
         out = np.zeros(self.n, dtype=np.float64)
-        for a in range(0, self.n, BLOCK):
-            ia = slice(a, min(a + BLOCK, self.n))
-            for b in range(a, self.n, BLOCK * 4):  # wide column panels: fewer, larger matmuls
-                jb = slice(b, min(b + BLOCK * 4, self.n))
-                blk = self.block(ia, jb)
-                if b == a:  # the diagonal panel: its part left of the diagonal is counted by symmetry
-                    w = ia.stop - a
-                    blk[:, :w] = np.triu(blk[:, :w])
-                    out[ia] -= np.diagonal(blk[:, :w])  # the diagonal is added twice below
-                out[ia] += blk.sum(axis=1, dtype=np.float64)
-                out[jb] += blk.sum(axis=0, dtype=np.float64)
+        for ia, jb in self._panels():
+            blk = self.block(ia, jb)
+            if jb.start == ia.start:  # the diagonal panel: its part left of the diagonal is counted by symmetry
+                w = ia.stop - ia.start
+                blk[:, :w] = np.triu(blk[:, :w])
+                out[ia] -= np.diagonal(blk[:, :w])  # the diagonal is added twice below
+            out[ia] += blk.sum(axis=1, dtype=np.float64)
+            out[jb] += blk.sum(axis=0, dtype=np.float64)
         return out
+
+    def fill(self, store: np.ndarray) -> np.ndarray:
+        """Write the whole kernel into ``store`` (n x n float32) and return its row sums. Only the upper-triangle
+        blocks are computed (half the matmul, straight into ``store``); the lower triangle is their tiled
+        transpose, so ``store`` is exactly symmetric."""
+        st = torch.from_numpy(store)
+        for ia, jb in self._panels():
+            self._block_into(st[ia, jb], ia, jb)
+            _mirror_upper(store, ia.start, jb.start, ia.stop - ia.start, jb.stop - jb.start)
+        return store.sum(axis=1, dtype=np.float64)  # NumPy casts in buffers; torch would copy all to float64
 
 
 class RbfKernel(_BlockKernel):
@@ -86,14 +248,12 @@ class RbfKernel(_BlockKernel):
         super().__init__(x)
         self.sigma = float(sigma)
 
-    def _transform(self, g: np.ndarray, i, j) -> np.ndarray:
-        # In place on the dot products: -(|a|^2 + |b|^2 - 2ab) / sigma^2, clipped at 0 (rounding), then exp.
-        inv = np.float32(1.0 / self.sigma**2)
-        g *= 2 * inv
-        g -= (self.sq[i] * inv)[:, None]
-        g -= (self.sq[j] * inv)[None, :]
-        np.minimum(g, 0, out=g)
-        return np.exp(g, out=g)
+    def _transform_(self, g: torch.Tensor, i, j) -> None:
+        # -(|a|^2 + |b|^2 - 2ab) / sigma^2, clipped at 0 (rounding), then exp; float32 throughout.
+        inv = 1.0 / self.sigma**2
+        sqi = self._sqt[i] if isinstance(i, slice) else self._sqt[torch.from_numpy(np.asarray(i, dtype=np.int64))]
+        g.mul_(2 * inv).sub_((sqi * inv)[:, None]).sub_((self._sqt[j] * inv)[None, :])
+        g.clamp_(max=0).exp_()
 
 
 class CosineKernel(_BlockKernel):
@@ -104,79 +264,118 @@ class CosineKernel(_BlockKernel):
         norms = np.linalg.norm(x, axis=1, keepdims=True)
         super().__init__(x / np.maximum(norms, 1e-12))
 
-    def _transform(self, g: np.ndarray, i, j) -> np.ndarray:
-        return np.maximum(g, 0, out=g)
+    def _transform_(self, g: torch.Tensor, i, j) -> None:
+        g.clamp_(min=0)
 
 
-def _csr_gains(indptr: np.ndarray, indices: np.ndarray, data: np.ndarray, idx: np.ndarray,
-               cover: np.ndarray) -> np.ndarray:
-    """sum over each CSR row in ``idx`` of max(0, value - cover[column]), vectorised over the batch."""
-    starts = indptr[idx]
-    lens = indptr[idx + 1] - starts
-    first = np.cumsum(lens) - lens
-    pos = np.repeat(starts - first, lens) + np.arange(lens.sum())
-    g = np.maximum(data[pos] - cover[indices[pos]], 0).astype(np.float64)
-    out = np.zeros(len(idx))
-    nz = lens > 0
-    if g.size:
-        out[nz] = np.add.reduceat(g, first[nz])
-    return out
+def _cluster_knn(x: np.ndarray, k: int, clusters: int, nprobe: int, seed: int,
+                 timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Approximate k nearest neighbours (L2) of every row, as faiss returns them: (squared distances (n, k),
+    neighbours (n, k)), nearest first; and the number of distances computed (the matmuls' size).
+
+    k-means (faiss, on a subsample) splits the rows into ``clusters`` lists. Each list's rows take as
+    candidates the members of the ``nprobe`` lists whose centroids are nearest its own (more if they hold fewer
+    than k rows), and their neighbours are exact within those candidates: one BLAS matmul per list, then
+    top-k. Exact when ``nprobe`` covers every list.
+    """
+    import faiss
+
+    n, d = x.shape
+    t = time.perf_counter()
+    rng = np.random.default_rng(seed)
+    train = x[np.sort(rng.choice(n, size=min(n, 40 * clusters), replace=False))]
+    km = faiss.Kmeans(d, clusters, niter=10, seed=seed, min_points_per_centroid=1, max_points_per_centroid=40)
+    km.train(train)
+    assign = km.index.search(x, 1)[1].ravel()
+    timings["kmeans"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    order = np.argsort(assign, kind="stable")
+    counts = np.bincount(assign, minlength=clusters)
+    start = np.concatenate([[0], np.cumsum(counts)])
+    cen = km.centroids
+    csq = np.einsum("ij,ij->i", cen, cen)
+    probe_order = np.argsort(csq[None, :] - 2 * cen @ cen.T, axis=1, kind="stable")  # own list first (ties aside)
+    xt = torch.from_numpy(x)
+    sq = np.einsum("ij,ij->i", x, x)
+    nbr = np.full((n, k), -1, dtype=np.int64)
+    d2 = np.full((n, k), np.inf, dtype=np.float32)
+    pairs = 0
+    for c in np.flatnonzero(counts):
+        lists = probe_order[c]
+        enough = np.searchsorted(np.cumsum(counts[lists]), k)  # the first lists holding >= k rows
+        lists = np.concatenate([[c], lists[lists != c][: max(nprobe, enough + 1) - 1]])
+        cand = np.concatenate([order[start[m]: start[m + 1]] for m in lists])
+        xc, neg_sqc = xt[torch.from_numpy(cand)], torch.from_numpy(-sq[cand])[None, :]
+        kk = min(k, len(cand))
+        members = order[start[c]: start[c + 1]]
+        pairs += len(members) * len(cand)
+        step = max(1, (1 << 24) // len(cand))  # 64 MB of scores at a time, whatever the list sizes
+        for a in range(0, len(members), step):
+            q = members[a: a + step]
+            # 2 q.c - |c|^2 = |q|^2 - |q - c|^2: the largest are the nearest; one GEMM with the bias folded in
+            s = torch.addmm(neg_sqc, xt[torch.from_numpy(q)], xc.T, alpha=2)
+            val, pos = torch.topk(s, kk, dim=1)
+            nbr[q, :kk] = cand[pos.numpy()]
+            d2[q, :kk] = np.maximum(sq[q][:, None] - val.numpy(), 0)
+    timings["neighbours"] = time.perf_counter() - t
+    return d2, nbr, pairs
 
 
 class KnnKernel:
-    """Sparse kernel: s(j, i) kept only where j is among i's ``k`` nearest neighbours (faiss; self included).
+    """Sparse kernel: s(j, i) kept only where j is among i's ``k`` nearest neighbours (self included).
 
-    Stored as CSR by candidate j: the rows i that j can cover, and how much. Exact neighbours (flat index) up to
-    ``exact_up_to`` rows; an inverted-file index (IVF, ``nprobe`` lists searched) beyond.
+    Stored as CSR by candidate j: the rows i that j can cover, and how much. ``method``: ``"flat"``, exact
+    neighbours (faiss flat index, n x n distances); ``"cluster"``, cluster-local exact neighbours
+    (``_cluster_knn``: ``clusters`` k-means lists, default sqrt(n); ``nprobe`` lists searched per list);
+    ``"auto"``, flat up to ``exact_up_to`` rows, cluster beyond. ``timings`` holds the seconds of each stage,
+    ``pairs`` the number of distances computed.
     """
 
     def __init__(self, x: np.ndarray, k: int = 32, sigma: float | None = None, exact_up_to: int = 100_000,
-                 nprobe: int = 8, seed: int = 0):
-        import faiss
-
+                 nprobe: int = 8, seed: int = 0, method: str = "auto", clusters: int | None = None):
+        if method not in ("auto", "flat", "cluster"):
+            raise ValueError(f"method must be auto, flat or cluster, got {method!r}")
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if sigma is None:  # cosine: neighbours by angle, the kernel's own order
+            x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         n, d = x.shape
         self.n = n
         k = min(k, n)
-        if n <= exact_up_to:
+        self.timings: dict[str, float] = {}
+        if method == "auto":
+            method = "flat" if n <= exact_up_to else "cluster"
+        if method == "flat":
+            import faiss
+
+            t = time.perf_counter()
             index = faiss.IndexFlatL2(d)
+            index.add(x)
+            dist, nbr = index.search(x, k)  # dist: squared L2
+            self.pairs = n * n
+            self.timings["neighbours"] = time.perf_counter() - t
         else:
-            # 2 sqrt(n) lists, trained by 10 k-means rounds on 20 points per list: minutes, not hours, at 1M.
-            nlist = max(1, int(2 * math.sqrt(n)))
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-            index.cp.niter = 10
-            index.cp.min_points_per_centroid = 1  # a small pool trains on what it has, without warnings
-            rng = np.random.default_rng(seed)
-            index.train(x[rng.choice(n, size=min(n, nlist * 20), replace=False)])
-            index.nprobe = nprobe
-        index.add(x)
-        dist, nbr = index.search(x, k)  # dist: squared L2
-        valid = nbr >= 0
-        safe = np.maximum(nbr, 0)
-        if sigma is None:  # cosine from squared distances: a.b = (|a|^2 + |b|^2 - |a-b|^2) / 2
-            norms = np.linalg.norm(x, axis=1)
-            dot = (norms[:, None] ** 2 + norms[safe] ** 2 - dist) / 2
-            sim = np.maximum(dot / np.maximum(norms[:, None] * norms[safe], 1e-12), 0)
+            clusters = clusters or max(1, round(math.sqrt(n)))
+            dist, nbr, self.pairs = _cluster_knn(x, k, min(clusters, n), nprobe, seed, self.timings)
+        t = time.perf_counter()
+        if sigma is None:  # unit rows: cos = 1 - |a - b|^2 / 2
+            sim = np.maximum(1 - dist / 2, 0)
         else:
-            with np.errstate(over="ignore"):  # faiss marks missing neighbours with a huge distance
+            with np.errstate(over="ignore"):  # missing neighbours carry an infinite distance: similarity 0
                 sim = np.exp(-np.maximum(dist, 0) / sigma**2)
-        rows_i = np.repeat(np.arange(n), k)[valid.ravel()]  # the covered row i
-        cand_j = nbr.ravel()[valid.ravel()]  # the candidate j that covers it
-        vals = sim.ravel()[valid.ravel()].astype(np.float32)
-        order = np.argsort(cand_j, kind="stable")
-        self.indices = rows_i[order].astype(np.int64)
-        self.data = vals[order]
-        self.indptr = np.concatenate([[0], np.cumsum(np.bincount(cand_j, minlength=n))]).astype(np.int64)
+        self.indptr, self.indices, self.data = _lists_to_csr(nbr, sim.astype(np.float32), n)
+        self.timings["csr"] = time.perf_counter() - t
 
     def row_sums(self) -> np.ndarray:
-        return _csr_gains(self.indptr, self.indices, self.data, np.arange(self.n), np.zeros(self.n, np.float32))
+        return self.gains(np.arange(self.n), np.zeros(self.n, np.float32))
 
     def gains(self, idx: np.ndarray, cover: np.ndarray, bound: np.ndarray | None = None) -> np.ndarray:
-        return _csr_gains(self.indptr, self.indices, self.data, idx, cover)
+        out = np.empty(len(idx))
+        _csr_gains(self.indptr, self.indices, self.data, np.asarray(idx, dtype=np.int64), cover, out)
+        return out
 
     def cover(self, j: int, cover: np.ndarray) -> None:
-        sl = slice(self.indptr[j], self.indptr[j + 1])
-        np.maximum.at(cover, self.indices[sl], self.data[sl])
+        _csr_cover(self.indptr, self.indices, self.data, j, cover)
 
 
 class _RowEval:
@@ -185,7 +384,7 @@ class _RowEval:
     Lazy greedy re-evaluates the same strong candidates step after step (a pick makes its whole neighbourhood
     stale); keeping their rows turns a re-evaluation from a (n x d) matmul row into one pass over n floats.
     The cache holds at most ``cache_mb`` (least recently used rows leave first). When every row fits (n up to
-    ~23k at 2 GB, float32: half of apricot-select's float64 matrix), the first pass fills it and no row is
+    ~23k at 2 GB, float32: half of apricot-select's float64 matrix), ``row_sums`` fills it and no row is
     computed twice; beyond, rows come and go and memory stays bounded at any n.
     """
 
@@ -201,62 +400,71 @@ class _RowEval:
     def row_sums(self) -> np.ndarray:
         if self.dense or len(self.store) < self.kernel.n:
             return self.kernel.row_sums()
-        # Every row fits the cache: compute the upper-triangle blocks once (half the matmul), mirror them into
-        # the cache, and no kernel entry is ever computed twice.
-        n = self.kernel.n
-        for a in range(0, n, BLOCK):
-            ia = slice(a, min(a + BLOCK, n))
-            for b in range(a, n, BLOCK * 4):
-                jb = slice(b, min(b + BLOCK * 4, n))
-                blk = self.kernel.block(ia, jb)
-                self.store[ia, jb] = blk
-                self.store[jb, ia] = blk.T
-        sums = self.store.sum(axis=1, dtype=np.float64)
-        self.slot = OrderedDict((j, j) for j in range(n))
+        sums = self.kernel.fill(self.store)  # every row fits: compute the kernel once, into the cache
+        self.slot = OrderedDict((j, j) for j in range(self.kernel.n))
         self.free = []
         return sums
 
-    def rows(self, idx: np.ndarray, bound: np.ndarray | None = None) -> np.ndarray:
-        """Kernel rows of ``idx``. On a miss, also prefetches the best-bounded uncached candidates (by
-        ``bound``) in the same matmul: a 256-row GEMM runs near peak, a 16-row one far below it."""
-        if self.dense or not len(self.store):
-            return self.kernel.rows(idx)
-        out = np.empty((len(idx), self.kernel.n), dtype=np.float32)
-        miss = []
+    def _lookup(self, idx: np.ndarray) -> tuple[list[int], list[int]]:
+        """(positions in ``idx`` that are cached, their slots); refreshes their recency."""
+        pos, slots = [], []
         for r, j in enumerate(idx.tolist()):
             s = self.slot.get(j)
-            if s is None:
-                miss.append(r)
-            else:
+            if s is not None:
                 self.slot.move_to_end(j)
-                out[r] = self.store[s]
-        if miss:
-            want = idx[miss]
-            room = min(PREFETCH, len(self.store) // 4)
-            if bound is not None and room > len(want):
-                top = np.argpartition(-bound, room)[:room] if room < len(bound) else np.arange(len(bound))
-                top = top[np.isfinite(bound[top])]
-                top = top[np.argsort(-bound[top], kind="stable")]  # best bound first
-                taken = set(want.tolist())
-                extra = [j for j in top.tolist() if j not in self.slot and j not in taken]
-                want = np.concatenate([want, np.array(extra[: room - len(want)], dtype=np.int64)])
-            fresh = self.kernel.rows(want)
-            out[miss] = fresh[: len(miss)]
-            for j, row in zip(want.tolist(), fresh, strict=True):
-                s = self.free.pop() if self.free else self.slot.popitem(last=False)[1]
-                self.slot[j] = s
-                self.store[s] = row
-        return out
+                pos.append(r)
+                slots.append(s)
+        return pos, slots
+
+    def _fetch(self, want: np.ndarray, bound: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Compute the rows of ``want`` (uncached), plus, in the same matmul, the best-bounded uncached candidates
+        (by ``bound``): a 256-row GEMM runs near peak, a 16-row one far below it. Stores them all; returns
+        (candidates, rows), ``want`` first."""
+        room = min(PREFETCH, len(self.store) // 4)
+        if bound is not None and room > len(want):
+            top = np.argpartition(-bound, room)[:room] if room < len(bound) else np.arange(len(bound))
+            top = top[np.isfinite(bound[top])]
+            top = top[np.argsort(-bound[top], kind="stable")]  # best bound first
+            taken = set(want.tolist())
+            extra = [j for j in top.tolist() if j not in self.slot and j not in taken]
+            want = np.concatenate([want, np.array(extra[: room - len(want)], dtype=np.int64)])
+        fresh = self.kernel.rows(want)
+        for j, row in zip(want.tolist(), fresh, strict=True):
+            s = self.free.pop() if self.free else self.slot.popitem(last=False)[1]
+            self.slot[j] = s
+            self.store[s] = row
+        return want, fresh
 
     def gains(self, idx: np.ndarray, cover: np.ndarray, bound: np.ndarray | None = None) -> np.ndarray:
-        rows = self.rows(idx, bound) - cover[None, :]
-        return np.maximum(rows, 0, out=rows).sum(axis=1, dtype=np.float64)
+        if self.dense:
+            rows = self.kernel.rows(idx) - cover[None, :]
+            return np.maximum(rows, 0, out=rows).sum(axis=1, dtype=np.float64)
+        out = np.empty(len(idx))
+        if not len(self.store):
+            rows = self.kernel.rows(idx)
+            _row_gains(rows, np.arange(len(idx)), cover, out)
+            return out
+        hit, slots = self._lookup(idx)
+        if hit:  # before any fetch: fetching can evict them
+            g = np.empty(len(hit))
+            _row_gains(self.store, np.array(slots, dtype=np.int64), cover, g)
+            out[hit] = g
+        if len(hit) < len(idx):
+            miss = np.setdiff1d(np.arange(len(idx)), hit)
+            _, fresh = self._fetch(idx[miss], bound)
+            g = np.empty(len(miss))
+            _row_gains(fresh, np.arange(len(miss)), cover, g)
+            out[miss] = g
+        return out
 
     def cover(self, j: int, cover: np.ndarray) -> None:
-        np.maximum(cover, self.rows(np.array([j]))[0], out=cover)
         s = self.slot.pop(j, None)  # a pick is never evaluated again: free its slot
-        if s is not None:
+        if s is None:
+            row = self.kernel.rows(np.array([j]))[0]
+        else:
+            row = self.store[s]
             self.free.append(s)
+        np.maximum(cover, row, out=cover)
 
 
 def _evaluator(kernel, cache_mb: float):
@@ -267,12 +475,17 @@ def lazy_greedy(kernel, k: int, batch: int = 16, cache_mb: float = 2048) -> tupl
     """Exact greedy maximisation of facility location: (picks in order, marginal gain of each pick).
 
     Ties go to the lower index. ``batch`` stale candidates are re-evaluated per round (one matmul); a popped
-    candidate whose gain is fresh for this step tops every upper bound, so it is the exact greedy choice.
+    candidate whose gain is fresh for this step tops every upper bound, so it is the exact greedy choice. On a
+    ``KnnKernel`` the whole loop is compiled (``_csr_lazy_greedy``): its gains are too cheap to batch.
     ``cache_mb`` bounds the cache of kernel rows (``_RowEval``).
     """
     n = kernel.n
     if not 0 < k <= n:
         raise ValueError(f"k must be in 1..{n}, got {k}")
+    if isinstance(kernel, KnnKernel):
+        picks, gains = np.empty(k, dtype=np.int64), np.empty(k)
+        _csr_lazy_greedy(kernel.indptr, kernel.indices, kernel.data, kernel.row_sums(), k, picks, gains)
+        return picks, gains
     ev = _evaluator(kernel, cache_mb)
     dtype = np.float64 if getattr(kernel, "s", np.zeros(0, np.float32)).dtype == np.float64 else np.float32
     cover = np.zeros(n, dtype=dtype)
