@@ -1,6 +1,7 @@
 """Uncertainty of the base model's own greedy answer to each prompt, all scores from one batched pass.
 
-The loop decodes greedily with a KV cache, left-padded batches of similar length, and a cap on new tokens.
+The loop decodes greedily with a KV cache, left-padded batches of similar length, and a cap on new tokens; a
+prefix that a batch's prompts share is run once, and rows leave the batch as soon as their answer ends.
 At each step it keeps only what the scores need from the (batch, vocab) distribution p_t: its entropy and its
 two largest log-probabilities (the greedy token is the top one). Nothing of vocabulary size is stored, unlike
 ``generate(output_scores=True)``. Per prompt, over the T generated tokens (the end-of-sequence token counts):
@@ -45,84 +46,130 @@ def stop_ids(model, tok) -> set[int]:
     return ids
 
 
+def _shared_prefix(batch: list[list[int]]) -> int:
+    """Length of the prefix every row shares, leaving each row at least one token of its own (whose logits
+    start the answer)."""
+    first, cap = batch[0], min(len(s) for s in batch) - 1
+    p = 0
+    while p < cap and all(s[p] == first[p] for s in batch):
+        p += 1
+    return p
+
+
+def step_stats(logits):
+    """(entropy, log p of the top token, p1 - p2, top token) of each row of (b, vocab) logits, in float32.
+
+    From zm = z - max(z) alone: H = log s - sum(e zm) / s with e = exp(zm), s = sum(e); log p1 = -log s;
+    p1 - p2 = (1 - exp(z2 - z1)) / s. Float32 logits are overwritten (they become zm): no (b, vocab) copy. One
+    max with its index and one amax instead of a top-k (on a 50k vocabulary on CPU: 1.1 ms against 1.8 ms).
+    """
+    import torch
+
+    zm = logits.float()
+    m, top = zm.max(-1)
+    zm.sub_(m[:, None])
+    rows = torch.arange(len(zm), device=zm.device)
+    zm[rows, top] = -torch.inf
+    z2 = zm.amax(-1)  # second largest logit minus the largest (amax: no index, 7x faster than max)
+    zm[rows, top] = 0.0
+    e = zm.exp()
+    s = e.sum(-1)
+    dot = torch.linalg.vecdot(e, zm)
+    if not torch.isfinite(dot).all():  # a -inf logit: exp gave 0, and 0 * -inf is NaN instead of 0
+        dot = torch.linalg.vecdot(e, zm.clamp(min=torch.finfo(zm.dtype).min))
+    log_s = s.log()
+    return log_s - dot / s, -log_s, -torch.expm1(z2) / s, top
+
+
 def score_batch(model, batch: list[list[int]], pad_id: int, stops: set[int], max_new_tokens: int,
                 return_tokens: bool = False) -> dict[str, np.ndarray] | tuple[dict[str, np.ndarray], list[list[int]]]:
-    """Greedy-decode one batch of token-id lists with a KV cache; return the scores (and the tokens)."""
+    """Greedy-decode one batch of token-id lists with a KV cache; return the scores (and the tokens).
+
+    The prefix all rows share (a chat template's system prompt, typically) is run once at batch 1 and its cache
+    copied to every row; the rest is left-padded after it, so every row's next token lands in the last column.
+    Rows that emit a stop token leave the batch (and its cache) at once: no step is spent on a finished answer.
+    """
     import torch
 
     dev = model.device
     b = len(batch)
-    width = max(len(s) for s in batch)
+    p = _shared_prefix(batch)
+    width = max(len(s) for s in batch) - p
     ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros((b, width), dtype=torch.long)
-    for r, s in enumerate(batch):  # left padding: every row's next token lands in the last column
-        ids[r, width - len(s):] = torch.tensor(s)
-        mask[r, width - len(s):] = 1
+    mask = torch.zeros((b, p + width), dtype=torch.long)
+    mask[:, :p] = 1
+    for r, s in enumerate(batch):
+        ids[r, width - (len(s) - p):] = torch.tensor(s[p:])
+        mask[r, p + width - (len(s) - p):] = 1
     ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
     stop = torch.tensor(sorted(stops), device=dev, dtype=torch.long)
-    acc = {k: torch.zeros(b, dtype=torch.float64, device=dev) for k in ("ent", "lp", "margin")}
+    ent_sum, lp_sum, margin_sum = (torch.zeros(b, dtype=torch.float64, device=dev) for _ in range(3))
     max_ent = torch.full((b,), -torch.inf, dtype=torch.float64, device=dev)
     min_margin = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
     length = torch.zeros(b, dtype=torch.long, device=dev)
-    active = torch.ones(b, dtype=torch.bool, device=dev)
-    tokens = []
+    live = torch.arange(b, device=dev)  # original row of each row still decoding
+    tokens: list[list[int]] = [[] for _ in range(b)]
     with torch.inference_mode():
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1)
-        for _ in range(max_new_tokens):
-            logp = torch.log_softmax(out.logits[:, -1].float(), dim=-1)
-            p = logp.exp()
-            ent = -torch.where(p > 0, p * logp, torch.zeros((), device=dev)).sum(-1)
-            top2 = logp.topk(2, dim=-1)
-            nxt = top2.indices[:, 0]
-            lp1, lp2 = top2.values[:, 0].double(), top2.values[:, 1].double()
-            margin = lp1.exp() - lp2.exp()
-            a = active.double()
-            acc["ent"] += a * ent.double()
-            acc["lp"] += a * lp1
-            acc["margin"] += a * margin
-            max_ent = torch.where(active, torch.maximum(max_ent, ent.double()), max_ent)
-            min_margin = torch.where(active, torch.minimum(min_margin, margin), min_margin)
-            length += active.long()
+        cache = None
+        if p:
+            cache = model(input_ids=ids.new_tensor([batch[0][:p]]), use_cache=True, logits_to_keep=1).cache
+            cache.batch_repeat_interleave(b)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
+                    logits_to_keep=1)
+        for step in range(max_new_tokens):
+            ent, lp, margin, nxt = step_stats(out.logits[:, -1])
+            ent, lp, margin = ent.double(), lp.double(), margin.double()
+            ent_sum.index_add_(0, live, ent)
+            lp_sum.index_add_(0, live, lp)
+            margin_sum.index_add_(0, live, margin)
+            max_ent[live] = torch.maximum(max_ent[live], ent)
+            min_margin[live] = torch.minimum(min_margin[live], margin)
+            length[live] += 1
             if return_tokens:
-                tokens.append(torch.where(active, nxt, -1).cpu())
-            active &= ~torch.isin(nxt, stop)
-            if not active.any():
+                for r, t in zip(live.tolist(), nxt.tolist(), strict=True):
+                    tokens[r].append(t)
+            if step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones((b, 1), dtype=mask.dtype, device=dev)], dim=1)
+            going = ~torch.isin(nxt, stop)
+            if not going.all():
+                if not going.any():
+                    break
+                keep = going.nonzero()[:, 0]
+                live, nxt, mask, pos = live[keep], nxt[keep], mask[keep], pos[keep]
+                out.cache.batch_select_indices(keep)
+            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
             pos = pos[:, -1:] + 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                        cache=out.cache, use_cache=True)
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=out.cache,
+                        use_cache=True)
     t = length.double()
     scores = {
-        "mean_entropy": acc["ent"] / t,
+        "mean_entropy": ent_sum / t,
         "max_entropy": max_ent,
-        "least_confidence": 1 - acc["lp"].exp(),
-        "least_confidence_norm": 1 - (acc["lp"] / t).exp(),
-        "mean_margin": acc["margin"] / t,
+        "least_confidence": 1 - lp_sum.exp(),
+        "least_confidence_norm": 1 - (lp_sum / t).exp(),
+        "mean_margin": margin_sum / t,
         "min_margin": min_margin,
         "length": t,
     }
     scores = {k: v.cpu().numpy() for k, v in scores.items()}
-    if not return_tokens:
-        return scores
-    steps = torch.stack(tokens, dim=1) if tokens else torch.zeros((b, 0), dtype=torch.long)
-    return scores, [[int(v) for v in row if v >= 0] for row in steps]
+    return (scores, tokens) if return_tokens else scores
 
 
-def score_prompts(model, tok, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 16,
+def score_prompts(model, tok, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 32,
                   chat: bool | None = None, max_prompt_tokens: int = 512, progress: bool = False,
                   return_tokens: bool = False):
     """Scores (dict of (n,) arrays, ``SCORES``) for each prompt, in the prompts' order.
 
-    Prompts are batched by token length (little padding); ``chat=None`` uses the tokenizer's chat template
+    Prompts are batched by token length (little padding), equal lengths by their tokens (longer shared
+    prefixes, run once per batch); ``chat=None`` uses the tokenizer's chat template
     when it has one, as SFT does.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     chat = bool(getattr(tok, "chat_template", None)) if chat is None else chat
     seqs = encode_prompts(tok, prompts, chat, max_prompt_tokens)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
+    order = np.array(sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), seqs[i])), dtype=np.int64)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     stops = stop_ids(model, tok)
     n = len(prompts)
@@ -145,7 +192,7 @@ def score_prompts(model, tok, prompts: list[str], max_new_tokens: int = 32, batc
     return (out, toks) if return_tokens else out
 
 
-def pool_uncertainty(pool, model_name: str, max_new_tokens: int = 32, batch_size: int = 16,
+def pool_uncertainty(pool, model_name: str, max_new_tokens: int = 32, batch_size: int = 32,
                      chat: bool | None = None, max_prompt_tokens: int = 512, cache: bool = True,
                      device: str = "auto") -> dict[str, np.ndarray]:
     """``score_prompts`` over a pool with the named base model, cached on disk by pool content and settings."""
