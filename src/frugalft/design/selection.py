@@ -97,7 +97,7 @@ class Context:
         if self.model is None:
             raise DesignError("uncertainty strategies need the base model: pass model= (e.g. --model tiny)")
         return pool_uncertainty(self.pool, self.model, max_new_tokens=int(self.params.get("max_new_tokens", 32)),
-                                batch_size=int(self.params.get("batch_size", 16)), cache=self.cache)
+                                batch_size=int(self.params.get("batch_size", 32)), cache=self.cache)
 
 
 StrategyFn = Callable[[Context], tuple[np.ndarray, np.ndarray]]

@@ -36,7 +36,7 @@ def _top_by_score(key: str, higher: bool):
     return pick
 
 
-_UNC_DEFAULTS = {"max_new_tokens": 32, "batch_size": 16}
+_UNC_DEFAULTS = {"max_new_tokens": 32, "batch_size": 32}
 for _name, (_key, _higher) in UNCERTAINTY_SCORES.items():
     _how = "highest" if _higher else "lowest"
     strategy(_name, f"the {_how} {_key.replace('_', ' ')} of the base model's greedy answer",

@@ -83,7 +83,7 @@ def distributed_embeddings(pool: Pool, kind: str = "sentence", model: str | None
 
 
 def distributed_uncertainty(pool: Pool, model_name: str, workers: int = 2, address: str | None = None,
-                            max_new_tokens: int = 32, batch_size: int = 16, chat: bool | None = None,
+                            max_new_tokens: int = 32, batch_size: int = 32, chat: bool | None = None,
                             max_prompt_tokens: int = 512, cache: bool = True, device: str = "auto",
                             num_gpus: float = 0) -> dict[str, np.ndarray]:
     """``design.uncertainty.pool_uncertainty`` over shards on Ray; same cache key and file format."""
