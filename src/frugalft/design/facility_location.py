@@ -268,12 +268,41 @@ class CosineKernel(_BlockKernel):
         g.clamp_(min=0)
 
 
+def _split_large_lists(x: np.ndarray, assign: np.ndarray, centroids: np.ndarray, max_size: int,
+                       seed: int) -> np.ndarray:
+    """Split every k-means list of more than ``max_size`` rows by a k-means of its own, in place on ``assign``;
+    returns the centroids of all lists. A list's neighbour search costs its size times its candidates, so one
+    giant list (long-tailed data: a few topics hold most prompts) would cost more than all the others."""
+    import faiss
+
+    counts = np.bincount(assign, minlength=len(centroids))
+    target = max(1, max_size // 4)  # split into lists of about the mean size
+    cen = [centroids]
+    total = len(centroids)
+    for c in np.flatnonzero(counts > max_size):
+        members = np.flatnonzero(assign == c)
+        parts = -(-len(members) // target)
+        rng = np.random.default_rng(seed + int(c))
+        train = x[np.sort(rng.choice(members, size=min(len(members), 40 * parts), replace=False))]
+        sub = faiss.Kmeans(x.shape[1], parts, niter=10, seed=seed, min_points_per_centroid=1,
+                           max_points_per_centroid=40)
+        sub.train(train)
+        label = sub.index.search(x[members], 1)[1].ravel()
+        ids = np.concatenate([[c], total + np.arange(parts - 1)])  # part 0 keeps the list's id
+        assign[members] = ids[label]
+        centroids[c] = sub.centroids[0]
+        cen.append(sub.centroids[1:])
+        total += parts - 1
+    return np.concatenate(cen).astype(np.float32)
+
+
 def _cluster_knn(x: np.ndarray, k: int, clusters: int, nprobe: int, seed: int,
                  timings: dict[str, float]) -> tuple[np.ndarray, np.ndarray, int]:
     """Approximate k nearest neighbours (L2) of every row, as faiss returns them: (squared distances (n, k),
     neighbours (n, k)), nearest first; and the number of distances computed (the matmuls' size).
 
-    k-means (faiss, on a subsample) splits the rows into ``clusters`` lists. Each list's rows take as
+    k-means (faiss, on a subsample) splits the rows into ``clusters`` lists (lists of over 4x the mean size are
+    split again: ``_split_large_lists``). Each list's rows take as
     candidates the members of the ``nprobe`` lists whose centroids are nearest its own (more if they hold fewer
     than k rows), and their neighbours are exact within those candidates: one BLAS matmul per list, then
     top-k. Exact when ``nprobe`` covers every list.
@@ -287,13 +316,14 @@ def _cluster_knn(x: np.ndarray, k: int, clusters: int, nprobe: int, seed: int,
     km = faiss.Kmeans(d, clusters, niter=10, seed=seed, min_points_per_centroid=1, max_points_per_centroid=40)
     km.train(train)
     assign = km.index.search(x, 1)[1].ravel()
+    cen = _split_large_lists(x, assign, km.centroids, max_size=4 * -(-n // clusters), seed=seed)
+    clusters = len(cen)
     timings["kmeans"] = time.perf_counter() - t
 
     t = time.perf_counter()
     order = np.argsort(assign, kind="stable")
     counts = np.bincount(assign, minlength=clusters)
     start = np.concatenate([[0], np.cumsum(counts)])
-    cen = km.centroids
     csq = np.einsum("ij,ij->i", cen, cen)
     probe_order = np.argsort(csq[None, :] - 2 * cen @ cen.T, axis=1, kind="stable")  # own list first (ties aside)
     xt = torch.from_numpy(x)
@@ -333,7 +363,7 @@ class KnnKernel:
     """
 
     def __init__(self, x: np.ndarray, k: int = 32, sigma: float | None = None, exact_up_to: int = 100_000,
-                 nprobe: int = 8, seed: int = 0, method: str = "auto", clusters: int | None = None):
+                 nprobe: int = 12, seed: int = 0, method: str = "auto", clusters: int | None = None):
         if method not in ("auto", "flat", "cluster"):
             raise ValueError(f"method must be auto, flat or cluster, got {method!r}")
         x = np.ascontiguousarray(x, dtype=np.float32)
