@@ -4,10 +4,6 @@ and the accelerate loop run alone is the SFT helper's ``train_sft`` (same losses
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +12,7 @@ import pytest
 from frugalft.distributed.accelerate_sft import rows_of, split_pairs, train_sft_accelerate
 from frugalft.sft.data import pad_batch
 from frugalft.sft.train import SFTConfig, train_sft
+from two_processes import launch_two_cpu_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -71,25 +68,13 @@ def test_two_process_accelerate_launch_matches_one_process(tmp_path):
     yaml = tmp_path / "sft.yaml"
     yaml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in vars(_config(tmp_path, "two")).items()
                             if not isinstance(v, dict) and k != "lora"))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # On CPU, `accelerate launch --cpu` spawns several processes only through MPI; --multi_gpu is accelerate's
-    # torchrun launcher, and device=cpu in the config makes each process use gloo on the CPU.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "frugalft.distributed.accelerate_sft", "-c", str(yaml), "--no-dropout"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:  # the one-process reference runs here while the launched processes start up
+    def reference() -> None:
         cfg = _config(tmp_path, "one")
         train_sft_accelerate(cfg, *split_pairs(cfg), disable_dropout=True, quiet=True)
         _reset_accelerate()
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
+
+    stdout = launch_two_cpu_processes(["frugalft.distributed.accelerate_sft", "-c", str(yaml), "--no-dropout"],
+                                      reference)
     assert "on 2 processes" in stdout
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
     rows = [json.loads(line) for line in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]

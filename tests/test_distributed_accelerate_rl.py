@@ -5,10 +5,6 @@ single-process update on the same episodes. Only process 0 writes the run direct
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,6 +14,7 @@ import torch
 from frugalft.config import dump_yaml
 from frugalft.distributed.data_parallel import SINGLE, share
 from frugalft.reflect.train import RLConfig, train
+from two_processes import launch_two_cpu_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
@@ -52,23 +49,9 @@ def test_two_process_learner_matches_one_process_update(tmp_path, algorithm):
     cfg = replace(CONFIG, algorithm=algorithm, minibatch=3 if algorithm == "reinforce" else 64)
     yaml = tmp_path / "rl.yaml"
     yaml.write_text(dump_yaml(cfg))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # As the SFT test: --multi_gpu is accelerate's torchrun launcher; device: cpu makes each process use gloo.
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
-           str(port), "-m", "frugalft.cli.main", "scale", "rl-train", "-c", str(yaml), "--workers", "0",
-           "--run-dir", str(tmp_path / "two")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-    try:  # the one-process reference runs here while the launched processes start up
-        train(cfg, tmp_path / "one", resume=False)
-        stdout, stderr = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, stderr[-3000:]
+    stdout = launch_two_cpu_processes(
+        ["frugalft.cli.main", "scale", "rl-train", "-c", str(yaml), "--workers", "0", "--run-dir", str(tmp_path / "two")],
+        lambda: train(cfg, tmp_path / "one", resume=False))
     assert "2 learner process(es)" in stdout
 
     one, two = _rows(tmp_path / "one"), _rows(tmp_path / "two")
