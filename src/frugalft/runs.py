@@ -64,17 +64,21 @@ class RunDir:
         return read_metrics(self.metrics_path) if self.metrics_path.exists() else []
 
 
-def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    rows = []
+def read_jsonl_lines(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed value) of every non-blank line of a JSON-lines file; a malformed line raises a
+    ValueError that names the file and the line."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                yield lineno, json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-    return rows
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    return [row for _, row in read_jsonl_lines(path)]
 
 
 def _plain(v: Any) -> Any:

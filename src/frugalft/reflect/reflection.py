@@ -13,6 +13,7 @@ episode its own generator, so 1 process and N workers sample the same reflection
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Mapping, Sequence
 
@@ -167,6 +168,12 @@ def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
 def _cache_kwargs(model: nn.Module, out: object) -> dict[str, object]:
     """The KV cache argument by its name in this transformers version (``cache`` in 5.x, ``past_key_values``
     before)."""
-    if "cache" in inspect.signature(model.forward).parameters:
+    if _takes_cache(type(model)):
         return {"cache": out.cache}  # type: ignore[attr-defined]
     return {"past_key_values": out.past_key_values}  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _takes_cache(model_type: type) -> bool:
+    """Whether ``model_type.forward`` has a ``cache`` parameter; once per class, not once per decoded token."""
+    return "cache" in inspect.signature(model_type.forward).parameters

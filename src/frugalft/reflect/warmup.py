@@ -17,7 +17,6 @@ trainer load by path.
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from dataclasses import dataclass
@@ -38,7 +37,7 @@ from frugalft.reflect.prompts import (
     encode_policy_prompt,
     encode_reflection_example,
 )
-from frugalft.runs import RunDir, progress
+from frugalft.runs import RunDir, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
 
 # Which JSONL sets each warm-up variant trains on: (reflection set or None, policy set).
@@ -74,19 +73,13 @@ class WarmupConfig:
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    """The examples of a warm-up JSONL (``frugalft rl data``); a bad line raises naming the file and line."""
     rows = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from e
-            missing = [k for k in ("parts", "actions", "target_index", "reflection") if k not in row]
-            if missing:
-                raise ValueError(f"{path}:{lineno}: missing keys {missing}")
-            rows.append(row)
+    for lineno, row in read_jsonl_lines(path):
+        missing = [k for k in ("parts", "actions", "target_index", "reflection") if k not in row]
+        if missing:
+            raise ValueError(f"{path}:{lineno}: missing keys {missing}")
+        rows.append(row)
     if not rows:
         raise ValueError(f"{path}: no examples")
     return rows
