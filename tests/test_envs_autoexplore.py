@@ -36,8 +36,6 @@ def oracle(env, info):
 def test_check_env():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        # A built-in repo at another version than the pinned one changes the task set, not the API under test.
-        warnings.filterwarnings("ignore", message=".*is installed, not the pinned")
         check_env(gym.make("frugalft/AutoExplore-v0", invalid_action="penalize").unwrapped)
 
 
@@ -123,8 +121,15 @@ def test_commands_and_observation_parts(test_env):
     assert f"cat {f}" not in info["actions"] and f"id {f}" in info["actions"]
     assert test_env.privileged()["last_cat_showed_evidence"]
     assert test_env.privileged()["evidence"] in info["parts"]["last_result"]
+    # an unlisted command: by default the costly invalid choice (a wasted step, nothing changes) ...
+    _, r, term, _, after = test_env.step("cat /etc/passwd")
+    assert (r, term) == (-1.0, False) and after["actions"] == info["actions"]
+    assert "Invalid choice" in after["parts"]["last_result"]
+    # ... and with invalid_action="raise" an error naming the valid actions
+    env = AutoExplore(split="test", invalid_action="raise")
+    env.reset(options={"task_id": tid})
     with pytest.raises(InvalidActionError, match="valid actions"):
-        test_env.step("cat /etc/passwd")
+        env.step("cat /etc/passwd")
 
 
 def test_hide_prob_hides_only_unrelated_entries_in_train(train_env):
@@ -162,15 +167,12 @@ def test_cat_view_notes():
     assert cat_view(FileView("x", 1, 1), 40, 1600) == "x"
 
 
-def test_builtin_copies_record_package_and_version(test_env):
-    import importlib.metadata
-    import json
+def test_builtin_repos_come_from_the_pinned_snapshot(test_env):
+    from frugalft.envs.repo_tasks import builtin_repo, snapshot_manifest
 
-    from frugalft.envs.repo_tasks import builtin_repo
-
+    manifest = snapshot_manifest()
+    assert [(r["package"], r["distribution"], r["version"], r["role"]) for r in manifest["repos"]] == BUILTIN_REPOS
     root = builtin_repo("packaging")
-    manifest = json.loads(root.with_name(root.name + ".json").read_text())
-    assert manifest["version"] == importlib.metadata.version("packaging") and manifest["package"] == "packaging"
-    assert root.name == f"packaging-{manifest['version']}"
-    assert (root / "PKG-INFO").read_text().startswith("Metadata-Version:")
+    assert root.name == "packaging-26.4" and (root / "PKG-INFO").read_text().startswith("Metadata-Version:")
     assert not list(root.rglob("__pycache__")) and (root / "packaging" / "version.py").is_file()
+    assert {t.root for t in test_env.tasks.values()} == {str(builtin_repo(p)) for p, *_ in BUILTIN_REPOS}

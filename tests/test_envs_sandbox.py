@@ -146,8 +146,14 @@ def test_env_on_user_repo_never_touches_outside_and_writes_nothing(repo, monkeyp
     assert snapshot(repo.parent) == before
     for bad in ("cat /etc/passwd", "cd ..", "cd link_etc", "cat ../outside/secret.txt", "id link_outside_file"):
         env.reset(seed=0)
+        _, r, _, _, info = env.step(bad)  # the default: a costly invalid choice that opens nothing
+        assert r == -1.0 and "Invalid choice" in info["parts"]["last_result"]
+    assert all(p == root or p.startswith(root + os.sep) for p in touched)
+    strict = AutoExplore(repos=[str(repo)], split="train", max_bytes=MAX_BYTES, invalid_action="raise")
+    for bad in ("cat /etc/passwd", "cd link_etc"):
+        strict.reset(seed=0)
         with pytest.raises(InvalidActionError):
-            env.step(bad)
+            strict.step(bad)
 
 
 def test_tasks_of_a_user_repo(repo):

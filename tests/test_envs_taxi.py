@@ -153,17 +153,17 @@ def test_same_seed_same_transcript_and_random_differs():
 
 
 def test_invalid_actions():
-    env = DangerousTaxi(mode="full")
+    env = DangerousTaxi(mode="full", invalid_action="raise")
     _, info = env.reset(seed=0)
     with pytest.raises(InvalidActionError, match="south"):
         env.step("fly")
     with pytest.raises(InvalidActionError):
         env.step(6)
     assert env.step(0)[4]["parts"]["history"] == "1. south"  # an index into info["actions"] works
-    env = DangerousTaxi(mode="full", invalid_action="penalize")
-    env.reset(seed=0)
-    _, r, term, _, info = env.step("fly")
-    assert (r, term, info["success"]) == (-0.5, True, False)
+    for env in (DangerousTaxi(mode="full", invalid_action="penalize"), DangerousTaxi(mode="full")):  # the default
+        env.reset(seed=0)
+        _, r, term, _, info = env.step("fly")  # a wasted move: the crash of the dangerous rule
+        assert (r, term, info["success"]) == (-0.5, True, False)
     with pytest.raises(ValueError, match="mode"):
         DangerousTaxi(mode="drop")
     with pytest.raises(ValueError, match="levels"):

@@ -64,8 +64,12 @@ def test_check_env_and_determinism(games):
     obs, info = train.reset(seed=0)
     assert list(info["parts"]) == ["task", "location", "inventory", "history", "last_result"]
     assert info["actions"] == sorted(info["actions"]) and "look" in info["actions"]
+    _, r, term, _, info = train.step("dance")  # the default: a costly invalid choice, the game goes on
+    assert (r, term) == (-1.0, False) and "look" in info["actions"]
+    strict = TextWorld(split="train", level=0, n_train=1, n_test=1, invalid_action="raise")
+    strict.reset(seed=0)
     with pytest.raises(InvalidActionError, match="look"):
-        train.step("dance")
+        strict.step("dance")
 
 
 def test_alfworld_adapter_on_textworld_games(games, tmp_path, monkeypatch):

@@ -9,8 +9,10 @@ Importing this package registers (all four usable; details and measured figures 
 - ``frugalft/ALFWorld-v0``: ALFWorld game files (needs ALFWorld's data; ``data_path=`` or ``$ALFWORLD_DATA``).
 
 Common API (the environment contract): ``reset(seed, options={"task_id"|"level"}) -> (obs, info)``;
-``step(action_str_or_index)``; ``info`` holds ``actions``, ``task_id``, ``level``, ``parts`` and at the end
-``success``; ``env.unwrapped.oracle_action()``, ``.privileged()``, ``.task_ids(split, level)``, ``.levels``.
+``step(action_str_or_index)``; ``info`` holds ``actions``, ``action_mask`` (gymnasium's int8 mask of the listed
+indices), ``task_id``, ``level``, ``parts`` and at the end ``success``; an unlisted action is the costly
+"invalid choice" step (``invalid_action="raise"`` makes it an ``InvalidActionError``, for debugging);
+``env.unwrapped.oracle_action()``, ``.privileged()``, ``.task_ids(split, level)``, ``.levels``.
 """
 
 from __future__ import annotations

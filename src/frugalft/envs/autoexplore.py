@@ -7,8 +7,11 @@ Observation sections: task, directory, entries, history, last result. Every file
 ``frugalft.envs.sandbox.Sandbox``: nothing outside the repository root is ever listed or read.
 
 Tasks come from ``frugalft.envs.repo_tasks`` (built-in repositories, or ``repos=[paths]``); levels are the
-depth of the answer file (0: at most one folder down, 1: two, 2: deeper). ``hide_prob`` hides each entry that
-is not on the way to the answer with that probability (training split only: an augmentation).
+depth of the answer file (0: at most one folder down, 1: two, 2: deeper). Built-in tasks come from a pinned
+snapshot shipped with frugalft (the same on every machine) and are balanced: no answer file name holds more
+than 10% of a split x level, no question kind more than 35%, and ``task_ids(split, level)`` interleaves kinds
+and repositories, so its first tasks are a fair sample. ``hide_prob`` hides each entry that is not on the
+way to the answer with that probability (training split only: an augmentation).
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ class AutoExplore(TextEnv):
     timeout_penalty = WRONG
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
-                 invalid_action: str = "raise", repos: list[str] | None = None, hide_prob: float = 0.0,
+                 invalid_action: str = "penalize", repos: list[str] | None = None, hide_prob: float = 0.0,
                  view_lines: int = 40, view_chars: int = 1600, max_bytes: int = 65536, max_entries: int = 60,
                  oracle_reads: bool = True, test_tasks: str = "all", render_mode: str | None = None) -> None:
         """

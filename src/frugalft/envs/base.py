@@ -2,8 +2,9 @@
 
 A subclass says what a task is and how one step changes its state; this base turns that into the gymnasium
 API of the environment contract (docs/environments.md): text observations rendered from ordered ``parts``,
-string actions listed in ``info["actions"]`` (an index into that list works too), a horizon that truncates,
-and a clear error (or the paper's costly "invalid choice" step) for an action that is not offered.
+string actions listed in ``info["actions"]`` (an index into that list works too) with gymnasium's
+``info["action_mask"]`` over the ``Discrete`` action space, a horizon that truncates, and the paper's costly
+"invalid choice" step for an action that is not offered (or, with ``invalid_action="raise"``, a clear error).
 """
 
 from __future__ import annotations
@@ -45,7 +46,8 @@ class TextEnv(gym.Env):
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
     section_titles: dict[str, str] = {}
-    # Reward of an action that is not offered, when invalid_action="penalize"; and whether it ends the episode.
+    # Reward of an action that is not offered (invalid_action="penalize", the default); and whether it ends the
+    # episode.
     invalid_penalty: float = -1.0
     invalid_ends_episode: bool = False
     # Extra reward when the horizon runs out before the task is solved (AutoExplore: -15).
@@ -57,7 +59,7 @@ class TextEnv(gym.Env):
         split: str = "train",
         level: int | None = None,
         horizon: int = 15,
-        invalid_action: str = "raise",
+        invalid_action: str = "penalize",
         max_actions: int = 256,
         render_mode: str | None = None,
     ) -> None:
@@ -74,7 +76,10 @@ class TextEnv(gym.Env):
         self.horizon = horizon
         self.invalid_action = invalid_action
         self.render_mode = render_mode
-        # A bound on len(info["actions"]), for the Discrete action space (actions are really the listed strings).
+        # A bound on len(info["actions"]), for the Discrete action space (actions are really the listed strings):
+        # index i < len(actions) plays actions[i]; info["action_mask"] marks those indices. The default
+        # "penalize" keeps gymnasium's contract: any index of the space is a legal step (a costly one when not
+        # listed), so check_env, action_space.sample() and wrappers written for gymnasium work unchanged.
         self.action_space = spaces.Discrete(max_actions)
         self.observation_space = TextSpace(self.max_obs_chars)
         self.task_id: str | None = None
@@ -223,8 +228,10 @@ class TextEnv(gym.Env):
         obs = self.render_parts(parts)
         if len(obs) > self.max_obs_chars:
             obs = obs[: self.max_obs_chars]
+        actions = [] if self.done else list(self._actions())
         info = {
-            "actions": [] if self.done else list(self._actions()),
+            "actions": actions,
+            "action_mask": self.action_mask(actions),
             "task_id": self.task_id,
             "level": self.level_of(self.task_id),
             "parts": parts,
@@ -232,7 +239,15 @@ class TextEnv(gym.Env):
             **extra,
         }
         self._obs, self._info = obs, info
-        return obs, dict(info)
+        # The caller gets its own list and mask: changing them must not change what step() accepts.
+        return obs, {**info, "actions": list(actions), "action_mask": info["action_mask"].copy()}
+
+    def action_mask(self, actions: list[str]) -> np.ndarray:
+        """gymnasium's mask over the Discrete action space: 1 for the indices of the listed actions (int8, as
+        ``action_space.sample(mask=...)`` wants); all zeros once the episode is over."""
+        mask = np.zeros(self.action_space.n, dtype=np.int8)
+        mask[: min(len(actions), int(self.action_space.n))] = 1
+        return mask
 
     def history_text(self) -> str:
         return "\n".join(f"{i + 1}. {h}" for i, h in enumerate(self.history)) or "(none yet)"

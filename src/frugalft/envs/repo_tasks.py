@@ -7,51 +7,76 @@ A question is made from the source itself, and kept only when
 - the answer file is reachable through listings (within ``max_entries`` per directory).
 
 Question kinds: ``class`` (which file defines class X), ``function_name`` (which file defines function f),
-``docstring`` (the function/method whose docstring begins "..."), ``module`` (the module whose docstring begins "..."), ``config_key`` (which configuration file
-sets key k), ``heading`` (which document has a section titled "..."), ``metadata`` (which file records the
-package's name, version and dependencies).
+``docstring`` (the function/method whose docstring begins "..."), ``module`` (the module whose docstring
+begins "..."), ``config_key`` (which configuration file sets key k), ``heading`` (which document has a section
+titled "..."), ``metadata`` (which file records the package's name, version and dependencies).
 
-Built-in repositories are the source trees of pure-Python packages this project installs anyway, copied once
-into ``frugalft.cache.cache_dir("autoexplore", "repos")`` as ``<package>-<version>/`` with the package folder
-and its ``PKG-INFO``. Some are training repositories, the others are only ever in the test split.
+Built-in repositories are pinned source trees of pure-Python packages, shipped with frugalft as one archive
+(``assets/autoexplore/repos.tar.xz``, built by ``scripts/build_autoexplore_snapshot.py``) and extracted once
+into ``frugalft.cache.cache_dir("autoexplore", "snapshot")``: each is ``<package>-<version>/`` with the package
+folder and its ``PKG-INFO``, the same on every machine whatever is installed. Some are training repositories,
+the others are only ever in the test split. Their tasks are balanced (``balance``): no answer file name holds
+more than ``MAX_FILE_SHARE`` and no question kind more than ``MAX_KIND_SHARE`` of a split x level, and each
+split x level is in an interleaved order (of kinds and repositories), so its first tasks are a fair sample.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
-import importlib.metadata
 import json
+import math
+import os
 import re
 import shutil
-import warnings
+import tarfile
+import tempfile
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
-from functools import cache, lru_cache
+from functools import lru_cache
 from pathlib import Path
 
-from frugalft.atomic import atomic_path, write_json, write_jsonl
+from frugalft.atomic import write_jsonl
 from frugalft.cache import cache_dir
 from frugalft.envs.sandbox import FileView, Sandbox
 
 # (import name, distribution, pinned version, role). Shapes: flat (click, jinja2, packaging), one level of
-# subpackages (markdown_it, tqdm), deeper (urllib3, typer, accelerate, huggingface_hub, fsspec).
+# subpackages (markdown_it, tqdm), deeper (urllib3, typer, accelerate, huggingface_hub, fsspec). The versions
+# are those in the snapshot; installed versions play no part.
 BUILTIN_REPOS: list[tuple[str, str, str, str]] = [
     ("click", "click", "8.5.1", "train"),
     ("jinja2", "Jinja2", "3.1.6", "train"),
     ("markdown_it", "markdown-it-py", "4.3.0", "train"),
-    ("urllib3", "urllib3", "2.7.0", "train"),
+    ("urllib3", "urllib3", "2.8.0", "train"),
     ("typer", "typer", "0.29.2", "train"),
-    ("accelerate", "accelerate", "1.15.0", "train"),
+    ("accelerate", "accelerate", "1.16.0", "train"),
     ("huggingface_hub", "huggingface_hub", "2.4.0", "train"),
     ("tqdm", "tqdm", "4.70.1", "test"),
     ("packaging", "packaging", "26.4", "test"),
     ("fsspec", "fsspec", "2026.9.0", "test"),
-
 ]
-HELD_OUT_EVERY = 5  # one question in 5 of a training repository is held out for the test split
+# The pinned source trees, shipped with the package (built by scripts/build_autoexplore_snapshot.py).
+SNAPSHOT = Path(__file__).resolve().parent.parent / "assets" / "autoexplore" / "repos.tar.xz"
+SNAPSHOT_MANIFEST = "manifest.json"  # the archive's first member: versions and a sha256 per file
+SNAPSHOT_FORMAT = 1
+# Training repositories give the test split one answer *file* in 5 per level (built-in; all questions about
+# it, so a test answer is never a training answer) or one question in 5 (user repositories).
+HELD_OUT_EVERY = 5
 MAX_TASKS_PER_LEVEL = 40  # per repository: keeps big repositories from dominating
 MAX_TASKS_PER_FILE = 3
 MAX_DEPTH = 8
+# No answer file name (PKG-INFO, __init__.py, utils.py, a README, ...) answers more than this share of a
+# built-in split x level: a policy that always names one file (`id PKG-INFO` is offered at every root) or
+# learns one popular name then succeeds on at most 10% of the tasks, so success measures navigation. The
+# metadata kind, always answered by PKG-INFO, is capped by it too.
+MAX_FILE_SHARE = 0.10
+# The share cap needs this many distinct answer file names: a level whose held-out files give the test split
+# fewer takes more training files (while the training split keeps as many).
+MIN_FILES = math.ceil(1 / MAX_FILE_SHARE)
+# No question kind holds more than this share of a built-in split x level: class and function questions are
+# the most plentiful, and a split made mostly of them would mostly test grepping for `class X` / `def f`.
+MAX_KIND_SHARE = 0.35
 CONFIG_SUFFIXES = (".json", ".toml", ".cfg", ".ini", ".yaml", ".yml")
 DOC_SUFFIXES = (".md", ".rst", ".txt")
 
@@ -272,11 +297,10 @@ def generate_tasks(root: str, repo: str, view_lines: int, view_chars: int, max_e
             digest = hashlib.sha1(f"{rel}\n{question}".encode()).hexdigest()[:10]
             tasks.append(Task(f"{repo}/{kind}/{digest}", repo, root, rel, kind, question, evidence, depth,
                               level_of_depth(depth), "", False))
-    # cap per level, deterministically (the order of ids is a fixed hash order)
+    # cap per level, in the interleaved order of kinds (deterministic)
     out = []
     for level in sorted({t.level for t in tasks}):
-        at = sorted((t for t in tasks if t.level == level), key=lambda t: t.task_id)
-        out.extend(at[:MAX_TASKS_PER_LEVEL])
+        out.extend(fair_order([t for t in tasks if t.level == level])[:MAX_TASKS_PER_LEVEL])
     return tuple(sorted(out, key=lambda t: t.task_id))
 
 
@@ -287,41 +311,237 @@ def held_out_ids(tasks: tuple[Task, ...] | list[Task]) -> set[str]:
     return {t.task_id for i, t in enumerate(order) if i % HELD_OUT_EVERY == 0}
 
 
-# ---- built-in repositories --------------------------------------------------------------------------------
-@cache
+def held_out_files(tasks: tuple[Task, ...] | list[Task]) -> set[str]:
+    """The answer files of one repository kept for the test split: per level, every ``HELD_OUT_EVERY``-th in a
+    fixed hash order, starting with the first (so every level with an answer has a test file)."""
+    out: set[str] = set()
+    for level in {t.level for t in tasks}:
+        files = sorted({(t.repo, t.path) for t in tasks if t.level == level}, key=lambda f: _hash("/".join(f)))
+        out.update(path for _, path in files[::HELD_OUT_EVERY])
+    return out
+
+
+# ---- balance and order ------------------------------------------------------------------------------------
+def _hash(s: str) -> str:
+    return hashlib.sha1(s.encode()).hexdigest()
+
+
+def file_name(task: Task) -> str:
+    """The answer's file name (``PKG-INFO``, ``utils.py``): what a policy that always names one file would say."""
+    return task.path.rsplit("/", 1)[-1]
+
+
+def fair_order(tasks: Iterable[Task]) -> list[Task]:
+    """Tasks interleaved so that every prefix holds each kind and each repository in about its overall share
+    (evaluation takes the first ``max_tasks`` of a level). Greedy: the next task is of the kind x repository
+    furthest behind its shares; ties, and the order within a kind x repository, go by a fixed hash of the id."""
+    queues: dict[tuple[str, str], list[tuple[str, Task]]] = {}
+    for key, t in sorted(((_hash(t.task_id), t) for t in tasks), key=lambda kt: kt[0]):
+        queues.setdefault((t.kind, t.repo), []).append((key, t))
+    n = sum(map(len, queues.values()))
+    kinds = Counter(k for (k, _), q in queues.items() for _ in q)
+    repos = Counter(r for (_, r), q in queues.items() for _ in q)
+    done_kinds: Counter[str] = Counter()
+    done_repos: Counter[str] = Counter()
+    out: list[Task] = []
+    for p in range(1, n + 1):
+        # n x (how far ahead of its shares): integers, so that ties are exact
+        cell = min((c for c in queues if queues[c]),
+                   key=lambda c, p=p: (n * (done_kinds[c[0]] + done_repos[c[1]])
+                                       - p * (kinds[c[0]] + repos[c[1]]), queues[c][0][0]))
+        _, t = queues[cell].pop(0)
+        done_kinds[t.kind] += 1
+        done_repos[t.repo] += 1
+        out.append(t)
+    return out
+
+
+def file_cap(n: int) -> int:
+    """The most tasks one answer file name may answer among ``n`` of a split x level: ``MAX_FILE_SHARE`` of them
+    (but one at least, so that a pool of fewer than ``MIN_FILES`` is not emptied)."""
+    return max(1, math.floor(MAX_FILE_SHARE * n + 1e-9))
+
+
+def kind_cap(n: int) -> int:
+    """The most tasks of one kind among ``n`` of a split x level: ``MAX_KIND_SHARE`` of them, rounded up (a
+    small split x level, like the deepest level's, has few questions of the rarer kinds)."""
+    return math.ceil(MAX_KIND_SHARE * n - 1e-9)
+
+
+def _select(tasks: list[Task]) -> list[Task]:
+    """The most tasks of one split x level that keep each file name within ``MAX_FILE_SHARE`` and each kind
+    within ``MAX_KIND_SHARE``: for n from all down, take tasks while their kind and file name are under the
+    caps of n; the first n filled wins. Rarer kinds are taken first (a file with a class and a module question
+    then gives the module one, and leaves the class cap to files that have nothing else), each kind in the fair
+    order."""
+    kinds_in = Counter(t.kind for t in tasks)
+    order = sorted(fair_order(tasks), key=lambda t: kinds_in[t.kind])  # stable: fair order within a kind
+    for n in range(len(order), 0, -1):
+        kinds_max, files_max = kind_cap(n), file_cap(n)
+        kinds: Counter[str] = Counter()
+        names: Counter[str] = Counter()
+        picked = []
+        for t in order:
+            if kinds[t.kind] < kinds_max and names[file_name(t)] < files_max:
+                picked.append(t)
+                kinds[t.kind] += 1
+                names[file_name(t)] += 1
+                if len(picked) == n:
+                    return fair_order(picked)
+    return []
+
+
+def _by_split_and_level(tasks: Iterable[Task]) -> dict[tuple[str, int], list[Task]]:
+    groups: dict[tuple[str, int], list[Task]] = {}
+    for t in tasks:
+        groups.setdefault((t.split, t.level), []).append(t)
+    return dict(sorted(groups.items()))
+
+
+def balance(tasks: Iterable[Task]) -> tuple[Task, ...]:
+    """Each split x level cut to the largest set within the file-name and kind caps (``_select``), in the
+    fair order; splits and levels in sorted order."""
+    return tuple(t for group in _by_split_and_level(tasks).values() for t in _select(group))
+
+
+def _balanced_sizes(unseen: list[Task], trainable: list[Task], held: set[tuple[str, str]]) -> tuple[int, int]:
+    """Sizes of the balanced test and training splits of one level when the ``held`` files go to test."""
+    test = unseen + [t for t in trainable if (t.repo, t.path) in held]
+    return len(_select(test)), len(_select([t for t in trainable if (t.repo, t.path) not in held]))
+
+
+def _split_builtin(per_repo: dict[str, tuple[Task, ...]]) -> list[Task]:
+    """Splits of the built-in tasks: a test repository's go to test; a training repository gives the test split
+    its held-out answer files (``held_out_files``), plus, at a level where the balanced test split would hold
+    fewer than ``MIN_FILES`` tasks (too few for the file-name cap), more training files (hash order, names new
+    to the test split first) while the balanced training split keeps at least ``MIN_FILES``."""
+    role = {package: r for package, *_, r in BUILTIN_REPOS}
+    test_only = [t for p, ts in per_repo.items() if role[p] == "test" for t in ts]
+    trainable = [t for p, ts in per_repo.items() if role[p] != "test" for t in ts]
+    held = {(ts[0].repo, f) for p, ts in per_repo.items() if role[p] != "test" and ts
+            for f in held_out_files(ts)}
+    for level in sorted({t.level for t in trainable}):
+        at = [t for t in trainable if t.level == level]
+        unseen = [t for t in test_only if t.level == level]
+        test_names = {file_name(t) for t in unseen} | {file_name(t) for t in at if (t.repo, t.path) in held}
+        spare = sorted({(t.repo, t.path) for t in at if (t.repo, t.path) not in held},
+                       key=lambda f: (f[1].rsplit("/", 1)[-1] in test_names, _hash("/".join(f))))
+        for f in spare:
+            if _balanced_sizes(unseen, at, held)[0] >= MIN_FILES:
+                break
+            if _balanced_sizes(unseen, at, held | {f})[1] >= MIN_FILES:
+                held.add(f)
+    return ([_with_split(t, "test", True) for t in test_only]
+            + [_with_split(t, "test" if (t.repo, t.path) in held else "train", False) for t in trainable])
+
+
+# ---- the pinned snapshot ----------------------------------------------------------------------------------
+def _member_name(info: tarfile.TarInfo) -> str:
+    """The name of an archive member that is safe to write: a regular file (no link, device or folder entry:
+    folders are made as needed) at a relative path without empty, ``.`` or ``..`` parts."""
+    name = info.name
+    if not info.isfile():
+        raise ValueError(f"snapshot member {name!r} is not a regular file (links, folders and special files "
+                         "are refused)")
+    parts = name.split("/")
+    if (name.startswith("/") or "\\" in name or any(ord(c) < 32 for c in name)
+            or any(p in ("", ".", "..") for p in parts)):
+        raise ValueError(f"snapshot member {name!r} is not a plain relative path")
+    return name
+
+
+def extract_snapshot(archive: Path, dest: Path) -> dict:
+    """Extract ``archive`` into the new folder ``dest`` and return its manifest. The manifest comes first; every
+    other member must be a regular file at a safe relative path (``_member_name``), listed in the manifest with
+    its sha256, and every listed file must be there: anything else raises ``ValueError``. Files are written by
+    this function, never by ``tarfile``'s extraction, so an archive cannot place anything outside ``dest``."""
+    dest.mkdir(parents=True)
+    manifest: dict | None = None
+    expected: dict[str, str] = {}
+    with tarfile.open(archive, "r:xz") as tar:
+        for info in tar:
+            name = _member_name(info)
+            data = tar.extractfile(info).read()
+            if manifest is None:
+                if name != SNAPSHOT_MANIFEST:
+                    raise ValueError(f"the snapshot's first member is {name!r}, not {SNAPSHOT_MANIFEST!r}")
+                manifest = json.loads(data)
+                if manifest.get("format") != SNAPSHOT_FORMAT:
+                    raise ValueError(f"snapshot format {manifest.get('format')!r}, expected {SNAPSHOT_FORMAT}")
+                for repo in manifest["repos"]:
+                    if not re.fullmatch(r"[A-Za-z0-9_][\w.-]*", repo["root"]) or repo["root"] in (".", ".."):
+                        raise ValueError(f"snapshot repository root {repo['root']!r} is not a plain folder name")
+                expected = {f"{r['root']}/{rel}": sha for r in manifest["repos"]
+                            for rel, sha in r["files"].items()}
+                continue
+            if expected.pop(name, None) != hashlib.sha256(data).hexdigest():
+                raise ValueError(f"snapshot member {name!r} is not in the manifest, is repeated, or its sha256 "
+                                 "differs")
+            out = dest / name
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(data)
+    if manifest is None or expected:
+        raise ValueError(f"the snapshot lacks its manifest or {len(expected)} listed files, e.g. "
+                         f"{sorted(expected)[:3]}")
+    (dest / SNAPSHOT_MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True) + "\n",
+                                          encoding="utf-8")
+    return manifest
+
+
+@lru_cache(maxsize=8)
+def _snapshot_at(base: str, archive: str) -> Path:
+    digest = hashlib.sha256(Path(archive).read_bytes()).hexdigest()[:16]
+    final = Path(base) / digest
+    if (final / SNAPSHOT_MANIFEST).is_file():
+        return final
+    # Extract beside, then one rename: a reader never sees a half-made tree, and of two processes racing
+    # the first rename wins and the other's copy is dropped.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{digest}.", suffix=".tmp", dir=base))
+    try:
+        extract_snapshot(Path(archive), tmp / digest)
+        try:
+            os.rename(tmp / digest, final)
+        except OSError:
+            if not (final / SNAPSHOT_MANIFEST).is_file():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def snapshot_dir() -> Path:
+    """The extracted snapshot, ``<cache>/autoexplore/snapshot/<sha256 of the archive, 16 hex>/`` (made on first
+    use; a rebuilt archive gets a new folder)."""
+    if not SNAPSHOT.is_file():
+        raise FileNotFoundError(f"AutoExplore's repository snapshot {SNAPSHOT} is missing: reinstall frugalft, or "
+                                "rebuild it with scripts/build_autoexplore_snapshot.py")
+    return _snapshot_at(str(cache_dir("autoexplore", "snapshot")), str(SNAPSHOT))
+
+
+@lru_cache(maxsize=8)
+def _manifest(snapshot: str) -> dict:
+    return json.loads(Path(snapshot, SNAPSHOT_MANIFEST).read_text(encoding="utf-8"))
+
+
+def snapshot_manifest() -> dict:
+    """The snapshot's manifest: ``format`` and per repository ``package``, ``distribution``, ``version``,
+    ``role``, ``root`` and ``files`` (relative path -> sha256)."""
+    return _manifest(str(snapshot_dir()))
+
+
 def builtin_repo(package: str) -> Path:
-    """The cached copy of a built-in package's source tree (made on first use), ``<cache>/<package>-<version>``."""
+    """The pinned source tree of a built-in repository, ``<snapshot>/<package>-<version>/`` (the package folder
+    and its ``PKG-INFO``), from the snapshot shipped with frugalft."""
     entry = next((r for r in BUILTIN_REPOS if r[0] == package), None)
     if entry is None:
         raise ValueError(f"unknown built-in repository {package!r}; known: {[r[0] for r in BUILTIN_REPOS]}")
-    _, dist_name, pinned, _ = entry
-    try:
-        dist = importlib.metadata.distribution(dist_name)
-    except importlib.metadata.PackageNotFoundError:
-        raise FileNotFoundError(f"built-in repository {package!r} needs the package {dist_name!r} installed "
-                                f"(pip install '{dist_name}=={pinned}')") from None
-    version = dist.version
-    if version != pinned:
-        warnings.warn(f"{dist_name} {version} is installed, not the pinned {pinned}: its tasks differ from the "
-                      "documented ones", stacklevel=2)
-    name = f"{package}-{version}"
-    base = cache_dir("autoexplore", "repos")
-    dest = base / name
-    manifest = base / f"{name}.json"
-    if dest.is_dir() and manifest.is_file():
-        return dest
-    src = Path(str(dist.locate_file(package)))
-    if not (src / "__init__.py").is_file():
-        raise FileNotFoundError(f"cannot find the source of {package!r} at {src}")
-    with atomic_path(dest) as tmp:
-        shutil.copytree(src, tmp / package, symlinks=False,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", "*.so", "*.pyd"))
-        meta = dist.read_text("METADATA")
-        if meta:
-            (tmp / "PKG-INFO").write_text(meta, encoding="utf-8")
-    write_json(manifest, {"package": package, "distribution": dist_name, "version": version,
-                          "pinned": pinned, "source": str(src)})
-    return dest
+    snapshot = snapshot_dir()
+    repo = next((r for r in _manifest(str(snapshot))["repos"] if r["package"] == package), None)
+    if repo is None or repo["version"] != entry[2]:
+        found = f"{package} {repo['version']}" if repo else f"no {package}"
+        raise RuntimeError(f"the snapshot {SNAPSHOT} holds {found}, not the pinned {entry[2]}: rebuild it with "
+                           "scripts/build_autoexplore_snapshot.py, or update BUILTIN_REPOS")
+    return snapshot / repo["root"]
 
 
 @lru_cache(maxsize=1)
@@ -330,9 +550,9 @@ def _generator_hash() -> str:
 
 
 def _cached_tasks(root: Path, *args: int) -> tuple[Task, ...]:
-    """``generate_tasks`` of a built-in (read-only, versioned) repository, kept on disk: generating parses
-    every file (seconds); the key holds the view settings and a hash of this generator's source."""
-    key = hashlib.sha1(f"{root.name}|{args}|{_generator_hash()}".encode()).hexdigest()[:16]
+    """``generate_tasks`` of a built-in (read-only, pinned) repository, kept on disk: generating parses every
+    file (seconds); the key holds the snapshot (its folder), the view settings and a hash of this generator."""
+    key = hashlib.sha1(f"{root.parent.name}|{root.name}|{args}|{_generator_hash()}".encode()).hexdigest()[:16]
     path = cache_dir("autoexplore", "tasks") / f"{root.name}-{key}.jsonl"
     if path.is_file():
         rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -343,24 +563,23 @@ def _cached_tasks(root: Path, *args: int) -> tuple[Task, ...]:
 
 
 @lru_cache(maxsize=8)
+def _builtin_tasks(snapshot: str, view_lines: int, view_chars: int, max_entries: int,
+                   max_bytes: int) -> tuple[Task, ...]:
+    args = (view_lines, view_chars, max_entries, max_bytes)
+    per_repo = {package: _cached_tasks(builtin_repo(package), *args) for package, *_ in BUILTIN_REPOS}
+    return balance(_split_builtin(per_repo))
+
+
 def builtin_tasks(view_lines: int, view_chars: int, max_entries: int, max_bytes: int) -> tuple[Task, ...]:
-    """Tasks of all built-in repositories, with splits: test repos are test only; training repos give one
-    question in ``HELD_OUT_EVERY`` to the test split."""
-    out = []
-    for package, _, _, role in BUILTIN_REPOS:
-        root = builtin_repo(package)
-        tasks = _cached_tasks(root, view_lines, view_chars, max_entries, max_bytes)
-        test = held_out_ids(tasks)
-        for t in tasks:
-            if role == "test":
-                out.append(_with_split(t, "test", True))
-            else:
-                out.append(_with_split(t, "test" if t.task_id in test else "train", False))
-    return tuple(out)
+    """Tasks of all built-in repositories, with splits (``_split_builtin``), balanced (``balance``), each split
+    x level in the fair order. Cached per snapshot folder, so another ``$FRUGALFT_CACHE`` builds afresh."""
+    return _builtin_tasks(str(snapshot_dir()), view_lines, view_chars, max_entries, max_bytes)
 
 
-def user_tasks(paths: list[str], view_lines: int, view_chars: int, max_entries: int, max_bytes: int) -> list[Task]:
-    """Tasks of the user's repositories; one question in ``HELD_OUT_EVERY`` goes to the test split."""
+def user_tasks(paths: list[str], view_lines: int, view_chars: int, max_entries: int,
+               max_bytes: int) -> list[Task]:
+    """Tasks of the user's repositories; one question in ``HELD_OUT_EVERY`` goes to the test split. Not cut by
+    the balance caps (a small repository could lose most of its questions), only put in the fair order."""
     out, names = [], set()
     for p in paths:
         root = Path(p).expanduser().resolve()
@@ -373,7 +592,7 @@ def user_tasks(paths: list[str], view_lines: int, view_chars: int, max_entries: 
         tasks = generate_tasks(str(root), name, view_lines, view_chars, max_entries, max_bytes)
         test = held_out_ids(tasks)
         out.extend(_with_split(t, "test" if t.task_id in test else "train", False) for t in tasks)
-    return out
+    return [t for group in _by_split_and_level(out).values() for t in fair_order(group)]
 
 
 def _with_split(t: Task, split: str, unseen: bool) -> Task:

@@ -2,7 +2,8 @@
 
 The dynamics are Taxi-v3's own transition table (5x5 grid, depots R/G/Y/B, walls); on top of it:
 - *dangerous*: a step that changes nothing (driving into a wall or off the grid, a pickup with no passenger
-  under the taxi, a dropoff with nobody aboard) gives -10 and ends the episode, the first step included;
+  under the taxi, a dropoff with nobody aboard) gives -10 and ends the episode, the first step included; so
+  does an action that is not one of the six (the default ``invalid_action="penalize"``: a wasted move);
 - modes = curriculum levels: 0 ``pickup`` (ends at the pickup, +20 bonus), 1 ``dropoff`` (starts with the
   passenger aboard, at the state the oracle reaches by picking them up), 2 ``full`` (pick up, then drop off);
 - rewards are Taxi's (-1 a step, +20 a successful dropoff) plus the above, divided by 20;
@@ -133,7 +134,11 @@ class DangerousTaxi(TextEnv):
     max_obs_chars = 4000
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
-                 invalid_action: str = "raise", mode: str | None = None, render_mode: str | None = None) -> None:
+                 invalid_action: str = "penalize", mode: str | None = None, render_mode: str | None = None,
+                 legend: bool = True) -> None:
+        """legend: include the map legend and the danger warning, constant text that a pretrained model reads;
+        a model trained from scratch cannot use it, and without it a prompt is a third shorter (the CPU configs)."""
+        self.legend = legend
         if mode is not None:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -204,13 +209,16 @@ class DangerousTaxi(TextEnv):
         return "\n".join("".join(line) for line in grid)
 
     def _parts(self) -> dict[str, str]:
-        return {
-            "task": f"{TASK_TEXT[self.mode]} {DANGER}",
+        parts = {
+            "task": f"{TASK_TEXT[self.mode]} {DANGER}" if self.legend else TASK_TEXT[self.mode],
             "map": self.render_map(),
             "legend": LEGEND,
             "history": self.history_text(),
             "last_result": self.last_result or "(start)",
         }
+        if not self.legend:
+            del parts["legend"]
+        return parts
 
     def oracle_action(self) -> str:
         return ACTIONS[_oracle(self.mode, self.state)]

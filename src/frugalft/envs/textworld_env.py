@@ -71,7 +71,7 @@ class TextWorldGames(TextEnv):
     invalid_penalty = -1.0  # a point of score: choosing an unlisted command is costly, and changes nothing
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
-                 invalid_action: str = "raise", max_actions: int = 256, render_mode: str | None = None) -> None:
+                 invalid_action: str = "penalize", max_actions: int = 256, render_mode: str | None = None) -> None:
         super().__init__(split=split, level=level, horizon=horizon, invalid_action=invalid_action,
                          max_actions=max_actions, render_mode=render_mode)
         self._game = None  # the running textworld environment
@@ -153,7 +153,7 @@ class TextWorld(TextWorldGames):
     """
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
-                 invalid_action: str = "raise", challenge: str = "tw-coin_collector", n_train: int = 20,
+                 invalid_action: str = "penalize", challenge: str = "tw-coin_collector", n_train: int = 20,
                  n_test: int = 10, render_mode: str | None = None) -> None:
         """challenge: one of TextWorld's challenges in CHALLENGE_LEVELS. n_train, n_test: games per level."""
         if challenge not in CHALLENGE_LEVELS:
@@ -245,7 +245,7 @@ class ALFWorld(TextWorldGames):
     """ALFWorld's household games of one task family (one level). Needs ALFWorld's data on disk."""
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
-                 invalid_action: str = "raise", data_path: str | None = None,
+                 invalid_action: str = "penalize", data_path: str | None = None,
                  task_family: str = "pick_and_place_simple", test_subset: str = "valid_unseen",
                  render_mode: str | None = None) -> None:
         """data_path: ALFWorld's data folder (default $ALFWORLD_DATA). test_subset: valid_unseen or valid_seen."""
