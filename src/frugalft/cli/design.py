@@ -95,13 +95,18 @@ def select_cmd(
 def export_cmd(
     pool: Path = PoolArg,
     selection: Path = typer.Argument(..., help="Selection file written by `frugalft select`."),
-    out: Path = typer.Option(..., "--out", "-o", help="File for annotators: .jsonl or .csv."),
+    out: Path = typer.Option(..., "--out", "-o",
+                             help="File for annotators: .jsonl, .csv/.tsv (cells a spreadsheet would evaluate get "
+                                  "a leading ') or .xlsx (text cells; needs openpyxl)."),
     id_field: str = IdField,
     prompt_field: str = PromptField,
     task_field: str = TaskField,
     split: str = SplitOption,
 ) -> None:
-    """Write the selected prompts for annotators, with an empty `response` column to fill in."""
+    """Write the selected prompts for annotators, with an empty `response` column to fill in.
+
+    CSV/TSV cells that start with = + - @ tab, carriage return or ' get a leading ' so that a spreadsheet shows
+    them as text; `merge` takes exactly that ' off again (docs/selection.md)."""
     from frugalft.design import DesignError, Selection
     from frugalft.design.annotate import export_for_annotation
 
@@ -116,7 +121,8 @@ def export_cmd(
 def merge_cmd(
     pool: Path = PoolArg,
     selection: Path = typer.Argument(..., help="Selection file written by `frugalft select`."),
-    answers: Path = typer.Argument(..., help="The annotators' file (.jsonl or .csv, as exported, answers filled)."),
+    answers: Path = typer.Argument(..., help="The annotators' file (.jsonl, .csv, .tsv or .xlsx, as exported, "
+                                             "answers filled); the export's ' guard is taken off."),
     out: Path = typer.Option(..., "--out", "-o", help="Training file to write (.jsonl: id, prompt, response, task)."),
     answer_field: str = typer.Option("response", help="Field of ANSWERS holding the answer."),
     allow_missing: bool = typer.Option(False, help="Leave out unanswered prompts instead of failing."),
