@@ -17,6 +17,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from frugalft.design import pool_from_rows  # noqa: E402
+from frugalft.reflect.backends import make_backend  # noqa: E402
 from frugalft.reflect.train import RLConfig, build_players, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -72,11 +73,11 @@ CONFIG = RLConfig(policy_model="tiny-test", reflection_model="tiny-test", reflec
                   device="cpu")
 
 
-def _run(tmp, workers, pool=None, on_dispatch=None):
+def _run(tmp, workers, backend=None):
     players = build_players(CONFIG)
     batches = []
-    out = train(replace(CONFIG, workers=workers), tmp, resume=False, players=players, pool=pool,
-                on_dispatch=on_dispatch, on_episodes=lambda it, eps: batches.append(eps))
+    out = train(replace(CONFIG, workers=workers), tmp, resume=False, players=players, backend=backend,
+                on_episodes=lambda it, eps: batches.append(eps))
     rows = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
     return out, batches, players.policy.state_dict(), rows
 
@@ -87,7 +88,7 @@ def _trajectories(batches):
 
 
 def test_workers_zero_is_the_plain_loop(single_process, tmp_path):
-    # ``train`` without a pool plays in this process: no Ray actor, and every episode id of the batch once.
+    # ``train`` without a backend and ``workers: 0`` plays in this process: no Ray actor, every episode once.
     _, batches, _, rows = single_process
     assert [[ep.episode_id for ep in b] for b in batches] == [[0, 1, 2, 3], [4, 5, 6, 7]]
     assert all(r["rollout_workers"] == 0 and r["processes"] == 1 for r in rows)
@@ -142,7 +143,14 @@ def test_killed_worker_is_replaced_and_its_episodes_rerun_once(single_process, t
             ray.kill(p.actors[1])
             replaced.append(p)
 
-    _, batches2, weights2, rows2 = _run(tmp_path, workers=2, on_dispatch=kill_worker_1)
+    # The caller makes the backend (as the CLI does) and closes it; ``train`` only plays on it.
+    pool = make_backend(replace(CONFIG, workers=2))
+    pool.on_dispatch = kill_worker_1
+    try:
+        _, batches2, weights2, rows2 = _run(tmp_path, workers=2, backend=pool)
+    finally:
+        pool.close()
+    assert _cpus_free() == 2
     assert killed and replaced[0].total_restarts == 1
     assert [r["worker_restarts"] for r in rows2] == [0, 1]
     assert [r["rerun_episodes"] for r in rows2] == [0, 2]  # worker 1's share: episodes 6 and 7

@@ -9,8 +9,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from frugalft.distributed.ray_rollout import load_trainable_state, split_evenly, trainable_state
+from frugalft.distributed.ray_rollout import split_evenly
 from frugalft.models import LoraSettings
+from frugalft.reflect.backends import load_trainable_state, trainable_state
 from frugalft.reflect.rollout import EpisodeSpec, episode_generator
 from frugalft.reflect.train import RLConfig, build_players, make_vec, play
 
@@ -71,6 +72,20 @@ def test_an_episode_does_not_depend_on_its_batch(players):
     assert _key(other_seed) != _key(together)
 
 
+def test_with_the_static_decoder_an_episode_does_not_depend_on_its_batch_either(players):
+    # The static decoder (frugalft.reflect.decoding; the default on CUDA) draws one key per row per reflection
+    # from the episode's generator and its token uniforms from a counter-based hash of that key.
+    static = build_players(replace(CONFIG, reflection_decoder="static"))
+    assert static.reflector.decoder == "static" and players.reflector.decoder == "loop"  # auto on CPU: loop
+    specs = _specs(40, 4)
+    together = _play(make_vec(CONFIG, "train", 4), specs, static, seed=CONFIG.seed)
+    halves = [_play(make_vec(CONFIG, "train", 2), part, static, seed=CONFIG.seed)
+              for part in split_evenly(specs, 2)]
+    refilled = _play(make_vec(CONFIG, "train", 3), specs, static, seed=CONFIG.seed)
+    assert _key(halves[0] + halves[1]) == _key(together) == _key(refilled)
+    assert all(s.reflection is not None for ep in together for s in ep.steps)
+
+
 @pytest.mark.parametrize("finetune", ["full", "lora"])
 def test_broadcast_weights_reproduce_the_learner(finetune):
     cfg = replace(CONFIG, finetune=finetune, lora=LoraSettings(r=4, alpha=8, dropout=0.0), reflection_model=None,
@@ -103,17 +118,31 @@ def test_rl_train_command_sets_workers_and_ray_address(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
     from frugalft.cli.rl import app
+    from frugalft.reflect import backends
 
     rl_train = importlib.import_module("frugalft.reflect.train")  # the module (the package re-exports train)
-    seen = []
-    monkeypatch.setattr(rl_train, "train", lambda cfg, out, resume=True: seen.append((cfg, out)) or {
-        "checkpoint": None})
+    seen, made = [], []
+
+    class FakeBackend:  # the command makes the backend from the config and hands it to train, then closes it
+        workers = 0
+        closed = False
+
+        def __init__(self, cfg, dp=None):
+            made.append(self)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(backends, "make_backend", FakeBackend)
+    monkeypatch.setattr(rl_train, "train", lambda cfg, out, resume=True, backend=None: seen.append(
+        (cfg, out, backend)) or {"checkpoint": None})
     args = ["train", "--method", "rl", "--run-dir", str(tmp_path), "--set", "model=tiny-test"]
     res = CliRunner().invoke(app, [*args, "--workers", "3", "--ray-address", "ray://head:10001"])
     assert res.exit_code == 0, res.output
-    cfg, out = seen[-1]
+    cfg, out, backend = seen[-1]
     assert (cfg.workers, cfg.ray_address, cfg.policy_model) == (3, "ray://head:10001", "tiny-test")
     assert out == tmp_path / "seed-0" / "rl" / "rl"
+    assert backend is made[-1] and backend.closed
     res = CliRunner().invoke(app, [*args, "--set", "rl.workers=2"])  # the config's value when no flag
     assert res.exit_code == 0 and seen[-1][0].workers == 2 and seen[-1][0].ray_address is None
     assert CliRunner().invoke(app, [*args, "--workers", "-1"]).exit_code == 2

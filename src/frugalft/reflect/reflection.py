@@ -9,6 +9,13 @@ no-reflection baselines: it returns ``None`` per state and the policy prompt has
 Given one ``torch.Generator`` per row, row j's uniforms come from generator j only, and a row that has ended
 draws nothing: a reflection then does not depend on which other rows share its batch (the rollout gives each
 episode its own generator, so 1 process and N workers sample the same reflections).
+
+Two decoders (``Reflector(decoder=...)``): ``loop`` (the default) and ``static`` (``frugalft.reflect.decoding``:
+static KV cache, CUDA graphs on CUDA, and uniforms computed on the device by a counter-based hash of one key per
+row, drawn from the row's generator, so no host sync per token). ``auto`` picks ``static`` for a
+GPT-2-architecture model on CUDA and ``loop`` elsewhere: on CPU the static one is somewhat cheaper per token
+(docs/benchmarks.md) but would change the random stream seeded CPU runs have always drawn. The two sample different streams (per-token draws
+vs one key per reflection); given the same uniforms (``generate(..., uniforms=)``) they pick the same tokens.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Mapping, Sequence
+from typing import Literal
 
 import torch
 from torch import nn
@@ -52,7 +60,12 @@ class Reflector:
         temperature: float = 1.0,
         enabled: bool = True,
         use_hf_generate: bool = False,
+        freeze: bool = True,
+        decoder: Literal["loop", "static", "auto"] = "loop",
+        graphs: bool | None = None,
     ):
+        """``decoder``: see the module docstring; ``graphs``: CUDA graphs for the static decoder (default: on
+        CUDA)."""
         self.enabled = enabled and model is not None
         self.use_hf_generate = use_hf_generate  # transformers' generate instead of our loop (the benchmark's
         # stand-in for the authors' code; same distribution, slower sampling on CPU)
@@ -64,8 +77,12 @@ class Reflector:
             assert model is not None and tokenizer is not None
             check_tokenizer_matches(model, tokenizer, "reflection model")
             model.eval()
-            for p in model.parameters():  # frozen: RL trains the policy only
-                p.requires_grad_(False)
+            if freeze:  # RL trains the policy only; the warm-up's validation reflects with a model in training
+                for p in model.parameters():
+                    p.requires_grad_(False)
+        self.decoder = _resolve_decoder(decoder, model if self.enabled else None)
+        self._static = None  # the static decoder, made at first use (it holds captured graphs and buffers)
+        self._graphs = graphs
 
     @torch.no_grad()
     def reflect(self, states: Sequence[Mapping[str, str]],
@@ -94,6 +111,8 @@ class Reflector:
                                       top_p=None, top_k=None, pad_token_id=pad,
                                       eos_token_id=self.tokenizer.eos_token_id)
             new = out[:, ids.shape[1]:].tolist()
+        elif self.decoder == "static":
+            new = self._decode_static(ids, mask, pad, generators).tolist()
         else:
             new = generate(self.model, ids, mask, self.max_new_tokens, self.temperature,
                            self.tokenizer.eos_token_id, pad, generators).tolist()
@@ -104,19 +123,52 @@ class Reflector:
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True).strip())
         return texts
 
+    def _decode_static(self, ids: torch.Tensor, mask: torch.Tensor, pad: int,
+                       generators: Sequence[torch.Generator] | None) -> torch.Tensor:
+        """The static decoder (the loop for an architecture it lacks), fed counter-based uniforms: row j's key
+        is one draw from ``generators[j]`` (none when greedy)."""
+        from frugalft.reflect.decoding import StaticDecoder, counter_uniforms, row_keys, supports
+
+        assert self.model is not None and self.tokenizer is not None
+        u = None
+        if self.temperature > 0:
+            u = counter_uniforms(row_keys(generators, ids.shape[0]).to(ids.device), self.max_new_tokens)
+        eos = self.tokenizer.eos_token_id
+        if not supports(self.model):
+            return generate(self.model, ids, mask, self.max_new_tokens, self.temperature, eos, pad, uniforms=u)
+        if self._static is None:
+            self._static = StaticDecoder(self.model, graphs=self._graphs)
+        if u is None:  # greedy: the uniforms are never read
+            u = torch.zeros((ids.shape[0], self.max_new_tokens), device=ids.device)
+        return self._static.generate(ids, mask, self.max_new_tokens, self.temperature, eos, pad, u)
+
+
+def _resolve_decoder(decoder: str, model: nn.Module | None) -> str:
+    if decoder not in ("loop", "static", "auto"):
+        raise ValueError(f"unknown reflection decoder {decoder!r}; use loop, static or auto")
+    if decoder != "auto":
+        return decoder
+    if model is None:
+        return "loop"
+    from frugalft.reflect.decoding import supports
+
+    on_cuda = next(model.parameters()).device.type == "cuda"
+    return "static" if on_cuda and supports(model) else "loop"
+
 
 def sample_from_logits(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator] | None = None,
-                       live: Sequence[bool] | None = None) -> torch.Tensor:
+                       live: Sequence[bool] | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T).
 
     With ``generators``, row j's uniform comes from ``generators[j]``, and only rows that are ``live`` draw
-    (an ended row's stream must not advance, or its neighbours' lengths would shift it)."""
+    (an ended row's stream must not advance, or its neighbours' lengths would shift it). ``u``: (batch, 1)
+    uniforms given instead (on the logits' device; no draw, no host sync)."""
     if temperature <= 0:
         return logits.argmax(-1)
     cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
-    if generators is None:
+    if u is None and generators is None:
         u = torch.rand((logits.shape[0], 1), device=logits.device)
-    else:
+    elif u is None:
         live = live if live is not None else [True] * len(generators)
         u = torch.tensor([[float(torch.rand(1, generator=g)) if on else 0.0] for g, on in zip(generators, live,
                                                                                               strict=True)],
@@ -127,19 +179,24 @@ def sample_from_logits(logits: torch.Tensor, temperature: float, generators: Seq
 @torch.no_grad()
 def generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
              temperature: float, eos_id: int, pad_id: int,
-             generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+             generators: Sequence[torch.Generator] | None = None,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
     """Batched sampling with a KV cache from left-padded prompts: (batch, <= max_new_tokens) new token ids.
 
     Rows that have emitted eos are padded with ``pad_id`` (eos included once); the loop stops when every row
-    has ended or at the cap. ``generators``: one per row, see ``sample_from_logits``.
+    has ended or at the cap. ``generators``: one per row, see ``sample_from_logits``; ``uniforms``: (batch,
+    >= max_new_tokens) precomputed instead, token t of row j drawn with ``uniforms[j, t]`` (the hook that
+    compares this decoder with ``decoding.StaticDecoder``).
     """
     with attention_backends(input_ids.device):
-        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id, generators)
+        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id, generators,
+                       uniforms)
 
 
 def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
             temperature: float, eos_id: int, pad_id: int,
-            generators: Sequence[torch.Generator] | None = None) -> torch.Tensor:
+            generators: Sequence[torch.Generator] | None = None,
+            uniforms: torch.Tensor | None = None) -> torch.Tensor:
     positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
                 logits_to_keep=1)
@@ -148,9 +205,14 @@ def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
     next_pos = positions[:, -1:] + 1
     mask = attention_mask
     new: list[torch.Tensor] = []
-    for _ in range(max_new_tokens):
-        live = (~done).tolist() if generators is not None else None
-        token = sample_from_logits(out.logits[:, -1], temperature, generators, live)
+    if uniforms is not None:
+        uniforms = uniforms.to(device=input_ids.device, dtype=torch.float32)
+    for t in range(max_new_tokens):
+        if uniforms is not None:
+            token = sample_from_logits(out.logits[:, -1], temperature, u=uniforms[:, t:t + 1])
+        else:
+            live = (~done).tolist() if generators is not None else None
+            token = sample_from_logits(out.logits[:, -1], temperature, generators, live)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         new.append(token)
         done |= token == eos_id

@@ -3,16 +3,16 @@
     for iteration in range(iterations):
         level  <- curriculum position of this iteration (levels in order, budgets proportional to task counts)
         specs  <- the next num_envs episodes of that level (a seeded, counter-derived task order)
-        episodes <- play(specs)                       # reflect -> prompt -> label -> env step, batched
+        episodes <- backend.play(players, specs)       # reflect -> prompt -> label -> env step, batched
                     (in this process, or on `workers` Ray actors; the same episodes either way)
         reinforce_update(...) or ppo_update(...)        # one step on the batch (+ success replay for REINFORCE)
         log metrics; every checkpoint_interval: checkpoint with counters
 
-Scale-out (docs/scaling.md) changes who computes, not what: ``workers: N`` plays each batch on N Ray actors
-(``frugalft.distributed.ray_rollout``) and ``accelerate launch --num_processes W`` splits rollout and update
-over W learner processes (``frugalft.distributed.data_parallel``). Every episode draws from its own seeded
-random streams (``rollout.collect_episodes``), so a seeded run gives the same episodes and, up to float
-summation order, the same weights in all three layouts.
+Scale-out (docs/scaling.md) changes who computes, not what: the loop is handed a rollout backend
+(``frugalft.reflect.backends``: in this process, or ``workers: N`` Ray actors) and ``accelerate launch
+--num_processes W`` splits rollout and update over W learner processes (``frugalft.distributed.data_parallel``).
+Every episode draws from its own seeded random streams (``rollout.collect_episodes``), so a seeded run gives
+the same episodes and, up to float summation order, the same weights in all three layouts.
 
 Everything an iteration consumes (its tasks, reset seeds, label shuffles, replay sampling) is a function of the
 seed and the iteration number, and the checkpoint restores the RNG streams, weights, optimizer and replay
@@ -35,28 +35,26 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import torch
 
 from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from frugalft.distributed.data_parallel import DataParallel
 from frugalft.distributed.data_parallel import setup as data_parallel
 from frugalft.models import LoraSettings, add_lora, load_model
+from frugalft.reflect.backends import RolloutBackend, make_backend, make_vec
+from frugalft.reflect.backends import play as play  # the training rollout, re-exported (Ray workers, tests)
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.ppo import ppo_update
 from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 from frugalft.reflect.reinforce import SuccessReplay, reinforce_update
-from frugalft.reflect.rollout import Episode, EpisodeSpec, Reference, RolloutStats, collect_episodes
+from frugalft.reflect.rollout import Episode, EpisodeSpec, Reference
 from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
-
-if TYPE_CHECKING:
-    from frugalft.distributed.ray_rollout import RolloutPool
 
 
 @dataclass
@@ -73,6 +71,10 @@ class RLConfig:
     reflection_init: str | None = None
     reflection_tokens: int = 64  # cap on generated tokens per reflection (the paper: ~100)
     reflection_temperature: float = 1.0  # sampled, as in the paper
+    # Reflection decoder (frugalft.reflect.reflection): loop (transformers' forward per token, per-token draws
+    # from the episode's generator), static (static KV cache, CUDA graphs on CUDA, counter-based uniforms on
+    # the device), auto: static for a GPT-2-architecture model on CUDA, else loop.
+    reflection_decoder: Literal["auto", "loop", "static"] = "auto"
     finetune: Literal["full", "lora"] = "full"  # full for tiny models on CPU; lora as the paper at scale
     lora: LoraSettings = field(default_factory=LoraSettings)  # the paper's table: r=16, alpha=8
     iterations: int = 200  # RL iterations (one batch of num_envs episodes each)
@@ -195,7 +197,7 @@ def build_players(config: RLConfig) -> Players:
         except ReflectionError as e:
             raise ReflectionError(f"{e} ({config.reflection_init or config.reflection_model})") from None
         reflector = Reflector(r_lm, r_tok, max_new_tokens=config.reflection_tokens,
-                              temperature=config.reflection_temperature)
+                              temperature=config.reflection_temperature, decoder=config.reflection_decoder)
     return Players(policy, tok, alphabet, reflector, reference)
 
 
@@ -219,13 +221,7 @@ def _make_reference(policy: Policy, config: RLConfig) -> Reference:
     return full_ref
 
 
-# ---- environments, tasks and the curriculum --------------------------------------------------------------
-def make_vec(config: RLConfig, split: str, n: int):
-    from frugalft.envs import VecTextEnv, make
-
-    return VecTextEnv([lambda: make(config.env, split=split, **config.env_kwargs) for _ in range(n)])
-
-
+# ---- tasks and the curriculum ----------------------------------------------------------------------------
 def task_groups(config: RLConfig, env: Any) -> list[tuple[int | None, list[str]]]:
     """``[(level, task ids)]`` in training order: one group per level, or a single mixed group."""
     if config.task_ids:
@@ -277,13 +273,6 @@ def episode_specs(tasks: list[str], seed: int, group: int, offset: int, n: int, 
 
 
 # ---- the loop --------------------------------------------------------------------------------------------
-def play(players: Players, config: RLConfig, vec: Any, specs: Sequence[EpisodeSpec],
-         stats: RolloutStats | None = None) -> list[Episode]:
-    """The training rollout of ``specs``: the learner's, one learner process's share, or a Ray worker's."""
-    return collect_episodes(vec, specs, players.policy, players.tokenizer, players.alphabet, players.reflector,
-                            config.temperature, reference=players.reference, seed=config.seed, stats=stats)
-
-
 class _RankRun:
     """What a learner process other than rank 0 has of the run directory: it reads checkpoints, writes nothing."""
 
@@ -299,20 +288,19 @@ class _RankRun:
 
 
 def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
-          players: Players | None = None, stop_after: int | None = None, pool: RolloutPool | None = None,
-          on_dispatch: Callable[[int, RolloutPool], None] | None = None,
+          players: Players | None = None, stop_after: int | None = None, backend: RolloutBackend | None = None,
           on_episodes: Callable[[int, list[Episode]], None] | None = None) -> dict[str, Any]:
     """Run RL; resumes from ``run_dir``'s last checkpoint when there is one (and ``resume``).
 
     ``players`` reuses loaded models (else ``build_players(config)``); ``stop_after`` ends this call after that
     many iterations as if the process were killed there (tests, time-boxed jobs); a later call resumes.
-    ``pool`` reuses started rollout actors (built for this config; else ``config.workers`` of them are started
-    and stopped here); ``on_dispatch(iteration, pool)`` runs while their shares are in flight (tests kill a
-    worker there); ``on_episodes(iteration, episodes)`` sees every gathered batch (tests, tracing).
-    Returns the last iteration's metrics (plus ``checkpoint``: the path of the newest checkpoint).
+    ``backend`` plays the episodes (``frugalft.reflect.backends``; the caller made it for this config and
+    closes it); without one, ``make_backend(config)`` makes one here (in this process, or ``config.workers``
+    Ray actors) and closes it at the end. ``on_episodes(iteration, episodes)`` sees every gathered batch
+    (tests, tracing). Returns the last iteration's metrics (plus ``checkpoint``: the newest checkpoint's path).
     """
     dp = data_parallel(config.device)
-    if dp.world > 1 and (config.workers or pool is not None):
+    if dp.world > 1 and (config.workers or (backend is not None and backend.workers)):
         raise ValueError("Ray rollout workers and an accelerate launch of several learner processes do not mix: "
                          "set workers: 0 under accelerate launch")
     if dp.device is not None and config.device != "cpu":
@@ -341,20 +329,16 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     else:
         run.truncate_metrics(0)  # rows of an earlier attempt that never reached a checkpoint
 
-    own_pool = pool is None and config.workers > 0
-    if own_pool:
-        from frugalft.distributed.ray_rollout import RolloutPool
-
-        pool = RolloutPool(config, config.workers, config.ray_address, config.cpus_per_worker,
-                           config.gpus_per_worker, logger=run.log)
-    elif pool is not None:
-        pool.log = run.log
-    # The learner plays nothing itself with a pool (one env reads the task lists); a learner process plays
-    # its share of each batch.
-    vec = make_vec(config, "train", 1 if pool is not None else math.ceil(config.num_envs / dp.world))
-    groups = task_groups(config, vec.envs[0].unwrapped)
+    tasks_env = make_vec(config, "train", 1)  # the task lists; the backend owns the environments that play
+    try:
+        groups = task_groups(config, tasks_env.envs[0].unwrapped)
+    finally:
+        tasks_env.close()
     budgets = level_budgets([len(ids) for _, ids in groups], config.iterations)
-    workers = pool.workers if pool is not None else 0
+    own_backend = backend is None
+    if backend is None:
+        backend = make_backend(config, dp)
+    workers = backend.workers
     run.log.info("curriculum: %s; rollouts %s; %d learner process(es)",
                  [(lv, len(ids), b) for (lv, ids), b in zip(groups, budgets, strict=True)],
                  f"on {workers} Ray workers" if workers else "in-process", dp.world)
@@ -372,7 +356,10 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
             t0 = time.perf_counter()
             specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs,
                                   episodes_done)
-            episodes, stats, restarts, rerun = _rollout(players, config, vec, specs, it, dp, pool, on_dispatch)
+            rollout = backend.play(players, specs, it)
+            episodes, stats = rollout.episodes, rollout.stats
+            for note in rollout.notes:
+                run.log.warning(note)
             t1 = time.perf_counter()
             if on_episodes is not None:
                 on_episodes(it, episodes)
@@ -397,8 +384,8 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
                 "level": level if level is not None else -1,
                 "episodes": episodes_done,
                 "rollout_workers": workers,
-                "worker_restarts": restarts,
-                "rerun_episodes": rerun,
+                "worker_restarts": rollout.restarts,
+                "rerun_episodes": rollout.rerun_episodes,
                 "processes": dp.world,
                 **{k: v for k, v in upd.items() if k not in ("loss", "grad_norm", "entropy", "kl")},
             }
@@ -423,27 +410,10 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
                     })
                 dp.barrier()  # no process reads LATEST before it is written
     finally:
-        vec.close()
-        if own_pool and pool is not None:
-            pool.close()
+        if own_backend:
+            backend.close()
     final = latest_checkpoint(run.checkpoints) if run.checkpoints.exists() else None
     return {**metrics, "checkpoint": str(final) if final else None}
-
-
-def _rollout(players: Players, config: RLConfig, vec: Any, specs: list[EpisodeSpec], iteration: int,
-             dp: DataParallel, pool: RolloutPool | None, on_dispatch: Callable | None,
-             ) -> tuple[list[Episode], RolloutStats, int, int]:
-    """One batch in spec order: (episodes, rollout stats, workers restarted, episodes re-run)."""
-    if pool is not None:
-        from frugalft.distributed.ray_rollout import trainable_state
-
-        episodes, report = pool.collect(trainable_state(players.policy), specs, iteration, on_dispatch)
-        assert report.stats is not None
-        return episodes, report.stats, report.restarts, report.rerun_episodes
-    stats = RolloutStats()
-    episodes = dp.gather(play(players, config, vec, dp.mine(specs), stats))  # rank order = spec order
-    stats.env_steps = int(dp.sum([stats.env_steps])[0])
-    return episodes, stats, 0, 0
 
 
 def batch_metrics(episodes: list[Episode]) -> dict[str, float]:
