@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
-from frugalft.cli.options import ConfigOption, SetOption, fail, resolve_config
+from frugalft.cli.options import ConfigOption, ReportToOption, SetOption, fail, report_to, resolve_config
 
 
 def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
@@ -26,7 +27,7 @@ def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str,
     return list(zip(pool.prompts(), responses, strict=True))
 
 
-def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
+def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption) -> None:
     """Fine-tune a model (LoRA or full) on prompt/response pairs; loss on the response tokens only.
 
     e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=data/pool/pool.jsonl
@@ -34,6 +35,7 @@ def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> No
     from frugalft.sft import SFTConfig, SFTError, train_sft
 
     cfg = resolve_config(SFTConfig, config, overrides)
+    cfg.report_to = report_to(report, cfg.report_to)  # the run directory reports as its config says
     if not cfg.train:
         fail("no training data: --set train=FILE (JSONL, CSV, Parquet or a datasets directory)")
     pairs = _pairs(cfg.train, cfg.prompt_field, cfg.response_field)
@@ -56,27 +58,44 @@ def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> No
                f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
 
 
-def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption) -> None:
+def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption) -> None:
     """Strategies x budgets x seeds: select -> annotate (pool references) -> SFT -> evaluate; savings vs random.
 
     Resumable: finished cells are skipped. e.g. frugalft curve -c src/frugalft/configs/curve/cpu.yaml
     """
     from frugalft.design import DesignError
     from frugalft.eval.curve import CurveConfig, CurveError, run_curve
+    from frugalft.runs import tracking
     from frugalft.sft import SFTError
 
     cfg = resolve_config(CurveConfig, config, overrides)
+    # One tracked run per cell (its SFT run directory), tagged with the cell's strategy, budget and seed.
+    choice = report_to(report, cfg.report_to if cfg.report_to != "none" else cfg.sft.report_to)
     try:
-        result = run_curve(cfg, log=typer.echo)
+        with tracking(choice, root=Path(cfg.out) / "sft", group=cfg.out, describe=_curve_cell_tags):
+            result = run_curve(cfg, log=typer.echo)
     except (CurveError, DesignError, SFTError) as e:
         fail(str(e))
+    typer.echo(f"{result['metric']} (mean over seeds [95% CI]):")
+    if "zero_shot" in result:  # the base model without fine-tuning (budget 0)
+        typer.echo(f"{'zero-shot':>20}  b=0: {result['zero_shot']['mean']:.4f}")
     for s, d in result["summary"].items():
         cells = "  ".join(f"b={b}: {v['mean']:.4f} [{v['lo']:.4f}, {v['hi']:.4f}]" for b, v in d.items())
         typer.echo(f"{s:>20}  {cells}")
     for s, v in result.get("savings", {}).items():
         sav = "not reached" if v["savings"] is None else f"{v['savings']:+.1%} ({v['status']})"
         typer.echo(f"savings vs random @ b={v['reference_budget']}: {s}: {sav}")
-    typer.echo(f"wrote {cfg.out}/curve.csv, summary.csv, savings.csv, curve.png")
+    files = ["curve.csv", "summary.csv", *(["savings.csv"] if "savings" in result else []), "summary.md", "curve.png"]
+    typer.echo(f"wrote {cfg.out}/{', '.join(files)}")
+
+
+def _curve_cell_tags(path: Path) -> dict[str, Any]:
+    """strategy, budget and seed of a curve cell's SFT run directory ``<strategy>__b<budget>__s<seed>``."""
+    strategy, _, rest = path.name.partition("__b")
+    budget, _, seed = rest.partition("__s")
+    if not (budget.isdigit() and seed.lstrip("-").isdigit()):
+        return {}
+    return {"strategy": strategy, "budget": int(budget), "seed": int(seed)}
 
 
 def register(app: typer.Typer) -> None:

@@ -11,7 +11,7 @@ prompt positions' logits would be thrown away anyway).
 
 Metrics (``metrics.jsonl``): ``loss`` (train, mean over response tokens since the last log), ``eval_loss``
 (held-out, mean over response tokens), ``tokens_per_s`` (real, non-pad tokens through forward + backward),
-``lr``, ``grad_norm`` (before clipping).
+``lr``, ``grad_norm`` (before clipping); ``report_to`` mirrors them to TensorBoard or W&B (frugalft.runs).
 """
 
 from __future__ import annotations
@@ -78,6 +78,8 @@ class SFTConfig:
     seed: int = 0
     device: str = "auto"
     dtype: str = "auto"
+    # Also log the metrics to TensorBoard (<out>/tensorboard/) or W&B; metrics.jsonl is written either way.
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
 # --------------------------------------------------------------------------------------------- the loss
@@ -93,8 +95,10 @@ def response_loss(model: torch.nn.Module, batch: Batch, reduction: str = "mean")
 
     Returns (loss, number of response tokens); ``reduction="sum"`` gives the summed loss.
     """
+    # use_cache=False: the configs default to True, and a trunk would copy every layer's keys and values into
+    # a cache that training never reads.
     hidden = _trunk(model)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                           position_ids=batch.position_ids).last_hidden_state
+                           position_ids=batch.position_ids, use_cache=False).last_hidden_state
     targets = batch.labels[:, 1:]
     keep = targets != IGNORE
     logits = model.get_output_embeddings()(hidden[:, :-1][keep]).float()
