@@ -35,11 +35,17 @@ def test_curve_end_to_end_and_resume(tmp_path):
     result = run_curve(cfg, log=lambda s: None)
     out = tmp_path / "curve"
     with open(out / "curve.csv") as f:
-        cells = list(csv.DictReader(f))
+        rows = list(csv.DictReader(f))
+    zero, cells = rows[0], rows[1:]
     assert len(cells) == 2 * 2 * 2
     assert {(c["strategy"], int(c["budget"]), int(c["seed"])) for c in cells} == {
         (s, b, seed) for s in ("random", "task-balanced") for b in (3, 6) for seed in (0, 1)}
-    assert all(0.0 <= float(c["rougeL"]) <= 1.0 and int(c["n_eval"]) == 6 for c in cells)
+    assert all(0.0 <= float(c["rougeL"]) <= 1.0 and int(c["n_eval"]) == 6 for c in rows)
+    # The zero-shot row: budget 0, no training, evaluated on the same 6 prompts; in the summaries, not the savings.
+    assert (zero["strategy"], zero["budget"], zero["train_steps"], zero["train_loss"]) == ("zero-shot", "0", "0", "")
+    zs = json.loads((out / "cells" / "zero-shot__b0.json").read_text())
+    assert result["zero_shot"]["mean"] == zs["rougeL"] and "zero-shot" not in result["savings"]
+    assert "| zero-shot (no fine-tuning) |" in (out / "summary.md").read_text()
     assert (out / "curve.png").read_bytes()[:4] == b"\x89PNG"
     sel = [json.loads(x) for x in (out / "selections" / "task-balanced__b6__s1.jsonl").read_text().splitlines()]
     assert len(sel) == 6
@@ -56,11 +62,12 @@ def test_curve_end_to_end_and_resume(tmp_path):
     victim = out / "cells" / "random__b3__s0.json"
     victim.unlink()
     keep = out / "cells" / "random__b6__s1.json"
-    before = keep.stat().st_mtime_ns
+    kept = {p: p.stat().st_mtime_ns for p in (keep, out / "cells" / "zero-shot__b0.json")}
     logs: list[str] = []
     run_curve(cfg, log=logs.append)
-    assert victim.exists() and keep.stat().st_mtime_ns == before
+    assert victim.exists() and all(p.stat().st_mtime_ns == t for p, t in kept.items())
     assert sum("random b=3 seed=0" in s for s in logs) == 1 and len(logs) == 2  # header + the one redone cell
+    assert "9 cells, 8 already done" in logs[0] and "ETA" in logs[1]
 
 
 def test_curve_cli_errors(tmp_path):

@@ -6,9 +6,16 @@ Each cell (strategy, budget, seed):
   3. fine-tune the base model on them (``train_sft``, seed = cell seed),
   4. generate greedy answers on the held-out eval set and score ROUGE-L and exact match.
 
+Before them, one **zero-shot** cell (budget 0, ``cells/zero-shot__b0.json``): the base model as it is, no
+fine-tuning, evaluated exactly like the cells (same eval set, prompt format, generation settings and held-out
+loss), so the curve shows what fine-tuning added. Greedy decoding makes it seed-independent: one cell per curve
+(for a random-init model the base is the one the first seed's cells start from).
+
 A cell writes ``cells/<strategy>__b<budget>__s<seed>.json`` atomically when done; a rerun skips finished
-cells, so an interrupted curve resumes where it stopped. Then ``curve.csv`` (one row per cell),
-``summary.csv`` (mean and 95% t-interval per strategy and budget), ``savings.csv`` and ``curve.png``.
+cells, so an interrupted curve resumes where it stopped. Each finished cell logs the elapsed time and an ETA.
+Then ``curve.csv`` (one row per cell), ``summary.csv`` (mean and 95% t-interval per strategy and budget, and
+the zero-shot row), ``savings.csv``, ``summary.md`` (the tables for a report) and ``curve.png`` (the
+zero-shot score as a dashed line).
 
 **Annotation savings** of strategy S against random, at reference budget B_ref (default: the largest budget):
 let ``target`` = random's mean metric at B_ref, and m_S(b) S's mean metric (over seeds) as a function of budget,
@@ -18,6 +25,7 @@ If S already reaches the target at b_1, b_S = b_1 and the savings are a lower bo
 if S never reaches it within b_k, the savings are undefined (reported as "not reached", < 1 - b_k / B_ref).
 If random itself does not improve from b_1 to B_ref, nothing can be measured (status "baseline_flat").
 Random's own row is the noise floor: with a non-monotone mean curve it can show non-zero savings against itself.
+The zero-shot row takes no part in the savings (they are over budgets >= the smallest budget run).
 """
 
 from __future__ import annotations
@@ -27,9 +35,10 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -44,6 +53,7 @@ class CurveConfig:
     eval: str = "runs/pool/eval.jsonl"  # held-out set with references (disjoint from the pool)
     pool_subsample: int = 0  # > 0: a seeded random subset of this many pool rows (CPU scale); 0: all
     pool_seed: int = 0  # seed of that subset (the same subset for every cell)
+    tasks: list[str] = field(default_factory=list)  # non-empty: keep only these tasks (pool and eval set)
     eval_per_task: int = 0  # > 0: the first k eval rows of each task; 0: all
     strategies: list[str] = field(default_factory=lambda: ["random", "facility-location"])
     strategy_params: dict[str, Any] = field(default_factory=dict)  # {strategy: {param: value}}
@@ -56,7 +66,10 @@ class CurveConfig:
     gen_batch_size: int = 32
     metric: str = "rougeL"  # headline metric (curve.png, summary.csv, savings.csv): rougeL, exact_match, eval_loss
     reference_budget: int = 0  # B_ref of the savings; 0: the largest budget
+    zero_shot: bool = True  # also evaluate the base model without fine-tuning (budget 0, one cell)
     out: str = "runs/curve"
+    # Log each cell's SFT metrics to TensorBoard or W&B too (one run per cell, tagged strategy/budget/seed).
+    report_to: Literal["none", "tensorboard", "wandb"] = "none"
 
 
 class CurveError(ValueError):
@@ -66,6 +79,9 @@ class CurveError(ValueError):
 # Metrics a curve can be drawn on, and whether higher is better. eval_loss is the held-out NLL of the reference
 # responses: not a generation metric, but informative where a small model's generations are all wrong.
 METRICS = {"rougeL": True, "exact_match": True, "eval_loss": False}
+
+ZERO_SHOT = "zero-shot"  # the strategy name of the budget-0 cell (the base model, no fine-tuning)
+ZERO_SHOT_LABEL = "zero-shot (no fine-tuning)"
 
 
 # ------------------------------------------------------------------------------------------- statistics
@@ -129,23 +145,41 @@ def annotation_savings(curves: dict[str, dict[int, float]], reference_budget: in
 # ------------------------------------------------------------------------------------------------ cells
 
 
-def cell_name(strategy: str, budget: int, seed: int) -> str:
-    return f"{strategy}__b{budget}__s{seed}"
+def cell_name(strategy: str, budget: int, seed: int | None = None) -> str:
+    return f"{strategy}__b{budget}" if seed is None else f"{strategy}__b{budget}__s{seed}"
+
+
+def zero_shot_path(out: Path) -> Path:
+    return out / "cells" / f"{cell_name(ZERO_SHOT, 0)}.json"
 
 
 def _load_pools(cfg: CurveConfig):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     from frugalft.design import Pool, load_pool
 
     pool = load_pool(cfg.pool)
     if not pool.has_responses:
         raise CurveError(f"{cfg.pool} has no response field: the curve annotates from reference responses")
+    if cfg.tasks:
+        if not pool.has_tasks:
+            raise CurveError(f"tasks={cfg.tasks} but {cfg.pool} has no task field")
+        present = set(pool.table.column("task").to_pylist())
+        missing = sorted(set(cfg.tasks) - present)
+        if missing:
+            raise CurveError(f"tasks {missing} are not in {cfg.pool}; it has {', '.join(sorted(present))}")
+        keep = pc.is_in(pool.table.column("task"), value_set=pa.array(cfg.tasks))
+        pool = Pool(pool.table.filter(keep), source=f"{cfg.pool}[{len(cfg.tasks)} tasks]")
     if cfg.pool_subsample and cfg.pool_subsample < len(pool):
         idx = np.sort(np.random.default_rng(cfg.pool_seed).choice(len(pool), cfg.pool_subsample, replace=False))
-        pool = Pool(pool.table.take(idx), source=f"{cfg.pool}[subsample {cfg.pool_subsample}, seed {cfg.pool_seed}]")
+        pool = Pool(pool.table.take(idx), source=f"{pool.source}[subsample {cfg.pool_subsample}, seed {cfg.pool_seed}]")
     ev = load_pool(cfg.eval)
     rows = ev.table.to_pylist()
     if not ev.has_responses:
         raise CurveError(f"{cfg.eval} has no response field")
+    if cfg.tasks:
+        rows = [r for r in rows if r.get("task") in set(cfg.tasks)]
     if cfg.eval_per_task:
         seen: dict[str, int] = defaultdict(int)
         kept = []
@@ -155,17 +189,34 @@ def _load_pools(cfg: CurveConfig):
                 kept.append(r)
                 seen[t] += 1
         rows = kept
+    if not rows:
+        raise CurveError(f"no eval rows left in {cfg.eval} (tasks={cfg.tasks})")
     overlap = set(pool.prompts()) & {r["prompt"] for r in rows}
     if overlap:
         raise CurveError(f"{len(overlap)} eval prompts also appear in the pool (e.g. {next(iter(overlap))[:80]!r})")
     return pool, rows
 
 
+def _evaluate(model, fmt, eval_rows: list[dict], cfg: CurveConfig) -> dict:
+    """Greedy answers on the eval set, their ROUGE-L / exact match, and the held-out loss: every cell's metrics."""
+    from frugalft.eval.generate import generate_answers
+    from frugalft.eval.metrics import score
+
+    preds = generate_answers(model, fmt, [r["prompt"] for r in eval_rows], max_new_tokens=cfg.max_new_tokens,
+                             batch_size=cfg.gen_batch_size)
+    scores = score(preds, [r["response"] for r in eval_rows], [r.get("task") or "all" for r in eval_rows])
+    return {
+        "rougeL": scores["rougeL"], "exact_match": scores["exact_match"],
+        "macro_rougeL": scores["macro_rougeL"], "macro_exact_match": scores["macro_exact_match"],
+        "eval_loss": _eval_loss(model, fmt, eval_rows, cfg), "n_eval": scores["n"], "per_task": scores["per_task"],
+        "examples": [{"prompt": r["prompt"][:200], "reference": r["response"], "prediction": p}
+                     for r, p in list(zip(eval_rows, preds, strict=True))[:5]],
+    }
+
+
 def run_cell(cfg: CurveConfig, pool, eval_rows: list[dict], strategy: str, budget: int, seed: int,
              out: Path) -> dict:
     from frugalft.design import select_prompts
-    from frugalft.eval.generate import generate_answers
-    from frugalft.eval.metrics import score
     from frugalft.sft.train import train_sft
 
     t0 = time.perf_counter()
@@ -178,44 +229,129 @@ def run_cell(cfg: CurveConfig, pool, eval_rows: list[dict], strategy: str, budge
                            "out": str(out / "sft" / cell_name(strategy, budget, seed))})
     result = train_sft(sft_cfg, [(r["prompt"], r["response"]) for r in picked], quiet=True)
     t_train = time.perf_counter() - t0 - t_select
-    preds = generate_answers(result.model, result.prompt_format, [r["prompt"] for r in eval_rows],
-                             max_new_tokens=cfg.max_new_tokens, batch_size=cfg.gen_batch_size)
-    scores = score(preds, [r["response"] for r in eval_rows], [r.get("task") or "all" for r in eval_rows])
-    eval_loss = _eval_loss(result, eval_rows, cfg)
+    metrics = _evaluate(result.model, result.prompt_format, eval_rows, cfg)
     picked_tasks: dict[str, int] = defaultdict(int)
     for r in picked:
         picked_tasks[r.get("task") or "all"] += 1
     return {
-        "strategy": strategy, "budget": budget, "seed": seed,
-        "rougeL": scores["rougeL"], "exact_match": scores["exact_match"],
-        "macro_rougeL": scores["macro_rougeL"], "macro_exact_match": scores["macro_exact_match"],
-        "eval_loss": eval_loss, "n_eval": scores["n"], "per_task": scores["per_task"], "selected_tasks": dict(sorted(picked_tasks.items())),
+        "strategy": strategy, "budget": budget, "seed": seed, **metrics,
+        "selected_tasks": dict(sorted(picked_tasks.items())),
         "train_loss": result.train_loss, "train_steps": result.steps, "tokens_per_s": result.tokens_per_s,
         "seconds_select": t_select, "seconds_train": t_train,
         "seconds_eval": time.perf_counter() - t0 - t_select - t_train,
-        "examples": [{"prompt": r["prompt"][:200], "reference": r["response"], "prediction": p}
-                     for r, p in list(zip(eval_rows, preds, strict=True))[:5]],
     }
 
 
-def _eval_loss(result, eval_rows: list[dict], cfg: CurveConfig) -> float:
+def run_zero_shot(cfg: CurveConfig, eval_rows: list[dict]) -> dict:
+    """The budget-0 cell: the base model as it is, evaluated like every cell (no SFT, no selection)."""
+    from frugalft.models import load_model
+    from frugalft.sft.data import PromptFormat
+
+    t0 = time.perf_counter()
+    seed = cfg.seeds[0]  # matters only for a random-init model: the base that this seed's cells start from
+    model, tok = load_model(cfg.sft.model, device=cfg.sft.device, dtype=cfg.sft.dtype, seed=seed)
+    # The prompt format train_sft builds (and hands the cells' evaluation as result.prompt_format).
+    fmt = PromptFormat(tok, cfg.sft.chat_template, cfg.sft.plain_template)
+    t_load = time.perf_counter() - t0
+    metrics = _evaluate(model, fmt, eval_rows, cfg)
+    return {
+        "strategy": ZERO_SHOT, "budget": 0, "seed": seed, **metrics, "selected_tasks": {},
+        "train_loss": None, "train_steps": 0, "tokens_per_s": None,
+        "seconds_select": 0.0, "seconds_train": t_load, "seconds_eval": time.perf_counter() - t0 - t_load,
+    }
+
+
+def _eval_loss(model, fmt, eval_rows: list[dict], cfg: CurveConfig) -> float:
     """Held-out loss per reference-response token: smooth where generations are still all wrong."""
     from frugalft.sft.data import encode_all, pad_batch
     from frugalft.sft.train import heldout_loss
 
-    ex = encode_all(result.prompt_format, [(r["prompt"], r["response"]) for r in eval_rows], cfg.sft.max_len)
-    pad = result.tokenizer.pad_token_id
-    device = next(result.model.parameters()).device
+    ex = encode_all(fmt, [(r["prompt"], r["response"]) for r in eval_rows], cfg.sft.max_len)
+    pad = fmt.tok.pad_token_id
+    device = next(model.parameters()).device
     bs = cfg.gen_batch_size
-    return heldout_loss(result.model, [pad_batch(ex[i:i + bs], pad).to(device) for i in range(0, len(ex), bs)])
+    return heldout_loss(model, [pad_batch(ex[i:i + bs], pad).to(device) for i in range(0, len(ex), bs)])
 
 
-def run_curve(cfg: CurveConfig, log=print) -> dict:
-    """Run every missing cell, then write curve.csv, summary.csv, savings.csv and curve.png; returns the summary."""
+# -------------------------------------------------------------------------------------------- progress
+
+
+def train_units(cfg: CurveConfig, budget: int) -> float:
+    """What a cell's SFT time grows with: the examples it trains on (budget x epochs, or max_steps x batch)."""
+    if budget == 0:
+        return 0.0
+    if cfg.sft.max_steps > 0:
+        return float(cfg.sft.max_steps * cfg.sft.batch_size)
+    return float(budget * cfg.sft.epochs)
+
+
+def estimate_remaining(done: list[dict], todo: list[tuple[str, int]], units: Callable[[int], float]) -> float:
+    """Seconds left for the ``todo`` cells (strategy, budget), from the cells ``done`` in this run.
+
+    A cell costs select + train + eval: eval is the same for every cell (the same eval set), the mean of the
+    done ones; train grows with the examples seen, a + r x units(budget) fitted to the done cells (r alone
+    while one budget has run); select is the strategy's last selection (its features are cached after the
+    first), or for a strategy not run yet the mean first selection of the others (a feature pass).
+    """
+    if not done:
+        return float("nan")
+    eval_s = float(np.mean([d["seconds_eval"] for d in done]))
+    trained = [(units(d["budget"]), d["seconds_train"]) for d in done if d["budget"] > 0]
+    a, r = 0.0, 0.0
+    if trained:
+        u = np.array([x for x, _ in trained])
+        t = np.array([y for _, y in trained])
+        if len(set(u.tolist())) >= 2:
+            r, a = np.polyfit(u, t, 1)
+            if a < 0 or r < 0:  # noise: fall back to pure proportionality
+                a, r = 0.0, float(t.sum() / max(u.sum(), 1e-9))
+        else:
+            r = float(t.sum() / max(u.sum(), 1e-9))
+    last_select: dict[str, float] = {}
+    first_select: dict[str, float] = {}
+    for d in done:
+        if d["budget"] > 0:
+            first_select.setdefault(d["strategy"], d["seconds_select"])
+            last_select[d["strategy"]] = d["seconds_select"]
+    cold = float(np.mean(list(first_select.values()))) if first_select else 0.0
+    warm = float(np.mean(list(last_select.values()))) if last_select else 0.0
+    total = 0.0
+    for s, b in todo:
+        if b == 0:  # zero-shot: a model load and the evaluation
+            total += eval_s
+            continue
+        if s not in last_select:
+            total += cold
+            last_select[s] = warm  # its first cell caches its features
+        else:
+            total += last_select[s]
+        total += eval_s + a + r * units(b)
+    return total
+
+
+def fmt_seconds(s: float) -> str:
+    if not math.isfinite(s):
+        return "?"
+    s = int(round(s))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"
+
+
+# ------------------------------------------------------------------------------------------------- run
+
+
+def run_curve(cfg: CurveConfig, log: Callable[[str], Any] = print) -> dict:
+    """Run every missing cell (the zero-shot one first), logging each with the elapsed time and an ETA, then
+    write curve.csv, summary*.csv, savings*.csv, summary.md and curve*.png; returns the summary."""
     if cfg.metric not in METRICS:
         raise CurveError(f"metric must be one of {', '.join(METRICS)}, not {cfg.metric!r}")
-    if not cfg.budgets or any(b < 1 for b in cfg.budgets) or not cfg.seeds or not cfg.strategies:
-        raise CurveError("budgets (each >= 1), seeds and strategies must be non-empty")
+    if not cfg.budgets or any(b < 1 for b in cfg.budgets) or not cfg.seeds:
+        raise CurveError("budgets (each >= 1) and seeds must be non-empty")
+    if not cfg.strategies and not cfg.zero_shot:  # strategies=[] with zero_shot: only the base model's scores
+        raise CurveError("no strategies: give some, or keep zero_shot on to score the base model alone")
     import frugalft.design.strategies  # noqa: F401  (registers the built-in strategies)
     from frugalft.design import STRATEGIES
 
@@ -226,21 +362,38 @@ def run_curve(cfg: CurveConfig, log=print) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     write_text(out / "config.yaml", dump_yaml(cfg))
     pool, eval_rows = _load_pools(cfg)
-    if max(cfg.budgets) > len(pool):
+    if cfg.strategies and max(cfg.budgets) > len(pool):
         raise CurveError(f"budget {max(cfg.budgets)} is larger than the pool ({len(pool)} prompts)")
-    log(f"curve: pool {len(pool)} prompts, eval {len(eval_rows)}, "
-        f"{len(cfg.strategies)} strategies x {len(cfg.budgets)} budgets x {len(cfg.seeds)} seeds")
-    cells = [(s, b, seed) for s in cfg.strategies for b in sorted(cfg.budgets) for seed in cfg.seeds]
-    for i, (s, b, seed) in enumerate(cells, 1):
-        path = out / "cells" / f"{cell_name(s, b, seed)}.json"
-        if path.exists():
-            continue
+    cells: list[tuple[str, int, int | None]] = [(ZERO_SHOT, 0, None)] if cfg.zero_shot else []
+    cells += [(s, b, seed) for s in cfg.strategies for b in sorted(cfg.budgets) for seed in cfg.seeds]
+
+    def path_of(s: str, b: int, seed: int | None) -> Path:
+        return zero_shot_path(out) if s == ZERO_SHOT else out / "cells" / f"{cell_name(s, b, seed)}.json"
+
+    todo = [c for c in cells if not path_of(*c).exists()]
+    grid = (f"{len(cfg.strategies)} strategies x {len(cfg.budgets)} budgets x {len(cfg.seeds)} seeds"
+            + (" + zero-shot" if cfg.zero_shot else "")) if cfg.strategies else "the zero-shot cell only"
+    log(f"curve: pool {len(pool)} prompts, eval {len(eval_rows)}, {grid}: {len(cells)} cells, "
+        f"{len(cells) - len(todo)} already done")
+    start = time.perf_counter()
+    done: list[dict] = []  # this run's finished cells: their timings drive the ETA
+    for k, (s, b, seed) in enumerate(todo):
+        path = path_of(s, b, seed)
         t = time.perf_counter()
-        row = run_cell(cfg, pool, eval_rows, s, b, seed, out)
+        row = run_zero_shot(cfg, eval_rows) if s == ZERO_SHOT else run_cell(cfg, pool, eval_rows, s, b, seed, out)
         write_json(path, row)
-        log(f"[{i}/{len(cells)}] {s} b={b} seed={seed}: rougeL {row['rougeL']:.4f} EM {row['exact_match']:.4f} "
-            f"({time.perf_counter() - t:.0f} s)")
+        done.append(row)
+        elapsed = time.perf_counter() - start
+        left = estimate_remaining(done, [(x, y) for x, y, _ in todo[k + 1:]], lambda b_: train_units(cfg, b_))
+        eta = time.strftime("%H:%M", time.localtime(time.time() + left)) if math.isfinite(left) else "?"
+        what = f"{s} b={b}" + ("" if seed is None else f" seed={seed}")
+        log(f"[{cells.index((s, b, seed)) + 1}/{len(cells)}] {what}: rougeL {row['rougeL']:.4f} "
+            f"EM {row['exact_match']:.4f} loss {row['eval_loss']:.4f} ({time.perf_counter() - t:.0f} s) | "
+            f"elapsed {fmt_seconds(elapsed)}, {len(todo) - k - 1} left, ETA {fmt_seconds(left)} (~{eta})")
     return summarize(cfg, out)
+
+
+# ------------------------------------------------------------------------------------------- summaries
 
 
 def summarize(cfg: CurveConfig, out: Path) -> dict:
@@ -250,10 +403,12 @@ def summarize(cfg: CurveConfig, out: Path) -> dict:
             for seed in cfg.seeds:
                 path = out / "cells" / f"{cell_name(s, b, seed)}.json"
                 rows.append(json.loads(path.read_text(encoding="utf-8")))
+    zs_path = zero_shot_path(out)
+    zero = json.loads(zs_path.read_text(encoding="utf-8")) if cfg.zero_shot and zs_path.exists() else None
     cols = ["strategy", "budget", "seed", "rougeL", "exact_match", "eval_loss", "macro_rougeL", "macro_exact_match",
             "n_eval",
             "train_loss", "train_steps", "tokens_per_s", "seconds_select", "seconds_train", "seconds_eval"]
-    _write_csv(out / "curve.csv", cols, [[r[c] for c in cols] for r in rows])
+    _write_csv(out / "curve.csv", cols, [[r.get(c) for c in cols] for r in ([zero] if zero else []) + rows])
 
     result: dict[str, Any] = {"metric": cfg.metric}
     for metric, higher in METRICS.items():
@@ -263,12 +418,17 @@ def summarize(cfg: CurveConfig, out: Path) -> dict:
                 vals = [r[metric] for r in rows if r["strategy"] == s and r["budget"] == b]
                 m, lo, hi = mean_ci95(vals)
                 summary[s][b] = {"mean": m, "lo": lo, "hi": hi, "n": len(vals)}
+        zs = None if zero is None else {"mean": zero[metric], "lo": zero[metric], "hi": zero[metric], "n": 1}
         suffix = "" if metric == cfg.metric else f"_{metric}"
         _write_csv(out / f"summary{suffix}.csv", ["strategy", "budget", f"{metric}_mean", "ci95_lo", "ci95_hi",
                                                   "n_seeds"],
-                   [[s, b, v["mean"], v["lo"], v["hi"], v["n"]] for s, d in summary.items() for b, v in d.items()])
+                   ([[ZERO_SHOT, 0, zs["mean"], zs["lo"], zs["hi"], zs["n"]]] if zs else [])
+                   + [[s, b, v["mean"], v["lo"], v["hi"], v["n"]] for s, d in summary.items() for b, v in d.items()])
         entry: dict[str, Any] = {"summary": {s: {str(b): v for b, v in d.items()} for s, d in summary.items()}}
+        if zs:
+            entry["zero_shot"] = zs
         if "random" in cfg.strategies:
+            # Over the strategies' budgets only: the zero-shot row is not a point of any strategy's curve.
             ref = cfg.reference_budget or max(cfg.budgets)
             sav = annotation_savings({s: {b: v["mean"] for b, v in d.items()} for s, d in summary.items()}, ref,
                                      higher_is_better=higher)
@@ -277,11 +437,59 @@ def summarize(cfg: CurveConfig, out: Path) -> dict:
                        [[s, v["reference_budget"], v["target"], v["budget_needed"], v["status"], v["savings"]]
                         for s, v in sav.items()])
             entry["savings"] = sav
-        plot_curve(summary, metric, out / f"curve{suffix}.png")
+        plot_curve(summary, metric, out / f"curve{suffix}.png", zero_shot=None if zs is None else zs["mean"])
         result[metric] = entry
     result.update(result[cfg.metric])  # the headline metric's summary and savings at the top level
     write_json(out / "summary.json", result)
+    write_text(out / "summary.md", summary_markdown(result, cfg, zero))
     return result
+
+
+def _savings_text(v: dict[str, Any], smallest: int) -> str:
+    if v["status"] == "baseline_flat":
+        return "baseline flat"
+    if v["status"] == "not_reached":
+        return "not reached"
+    if v["status"] == "at_smallest":
+        return f">= {v['savings']:+.0%} (reached at b={smallest})"
+    return f"{v['savings']:+.0%} (b_S = {v['budget_needed']:.0f}, interpolated)"
+
+
+def summary_markdown(result: dict[str, Any], cfg: CurveConfig, zero: dict | None = None) -> str:
+    """One table per metric (mean over seeds [95% CI]), the zero-shot row first, savings in the last column;
+    then the zero-shot cell's per-task scores."""
+    budgets = sorted(cfg.budgets)
+    ref = cfg.reference_budget or max(budgets)
+    parts = []
+    for metric in METRICS:
+        entry = result[metric]
+        zs = entry.get("zero_shot")
+        head = ["strategy"] + (["b=0"] if zs else []) + [f"b={b}" for b in budgets]
+        has_sav = "savings" in entry
+        if has_sav:
+            head.append(f"savings vs random @ b={ref}")
+        lines = [f"**{metric}** (mean over {len(cfg.seeds)} seeds [95% CI]"
+                 + ("; b=0: the base model without fine-tuning, one value" if zs else "") + ")", "",
+                 "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        if zs:
+            lines.append("| " + " | ".join([ZERO_SHOT_LABEL, f"{zs['mean']:.3f}"] + [""] * len(budgets)
+                                           + ([""] if has_sav else [])) + " |")
+        for s, d in entry["summary"].items():
+            cells = [f"{d[str(b)]['mean']:.3f} [{d[str(b)]['lo']:.3f}, {d[str(b)]['hi']:.3f}]" for b in budgets]
+            row = [s] + ([""] if zs else []) + cells
+            if has_sav:
+                row.append(_savings_text(entry["savings"][s], budgets[0]))
+            lines.append("| " + " | ".join(row) + " |")
+        parts.append("\n".join(lines))
+    if zero is not None:  # which tasks the base model can already do: the ones fine-tuning cannot show much on
+        lines = [f"**{ZERO_SHOT_LABEL}, per task** ({zero['n_eval']} eval prompts)", "",
+                 "| task | n | rougeL | exact_match |", "|---|---|---|---|"]
+        lines += [f"| {t} | {v['n']} | {v['rougeL']:.3f} | {v['exact_match']:.3f} |"
+                  for t, v in zero["per_task"].items()]
+        lines.append(f"| all (mean over prompts) | {zero['n_eval']} | {zero['rougeL']:.3f} | "
+                     f"{zero['exact_match']:.3f} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
@@ -289,10 +497,11 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> None:
         w = csv.writer(f)
         w.writerow(header)
         for r in rows:
-            w.writerow([f"{x:.6g}" if isinstance(x, float) else x for x in r])
+            w.writerow(["" if x is None else f"{x:.6g}" if isinstance(x, float) else x for x in r])
 
 
-def plot_curve(summary: dict[str, dict[int, dict[str, float]]], metric: str, path: Path) -> None:
+def plot_curve(summary: dict[str, dict[int, dict[str, float]]], metric: str, path: Path,
+               zero_shot: float | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -303,10 +512,13 @@ def plot_curve(summary: dict[str, dict[int, dict[str, float]]], metric: str, pat
         b = sorted(d)
         ax.plot(b, [d[x]["mean"] for x in b], marker="o", label=s)
         ax.fill_between(b, [d[x]["lo"] for x in b], [d[x]["hi"] for x in b], alpha=0.18)
-    ax.set_xscale("log")
-    ax.minorticks_off()  # log-scale minor labels (3x10^1, ...) would collide with the budget ticks
-    ax.set_xticks(sorted({x for d in summary.values() for x in d}))
-    ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    if zero_shot is not None:  # budget 0 has no place on a log axis: a reference line across it
+        ax.axhline(zero_shot, color="0.35", linestyle="--", linewidth=1.2, label=ZERO_SHOT_LABEL)
+    if summary:  # (a zero-shot-only curve has no budget axis)
+        ax.set_xscale("log")
+        ax.minorticks_off()  # log-scale minor labels (3x10^1, ...) would collide with the budget ticks
+        ax.set_xticks(sorted({x for d in summary.values() for x in d}))
+        ax.get_xaxis().set_major_formatter(matplotlib.ticker.ScalarFormatter())
     ax.set_xlabel("annotation budget (prompts labelled)")
     ax.set_ylabel(f"{metric} on held-out set (mean, 95% CI)")
     ax.grid(alpha=0.3)
