@@ -95,3 +95,33 @@ def test_rl_cli_errors_are_one_line(tiny_config, tmp_path):
     out = run("table", "--config", str(tiny_config), "--set", "methods=[sft, magic]")
     assert out.exit_code == 2 and "unknown methods ['magic']" in out.output
     assert out.exception is None or isinstance(out.exception, SystemExit)
+
+
+def test_table_with_one_process_per_seed(tiny_config, tmp_path):
+    """--jobs 2: each seed in its own process (logging to seed-S/table.log), then one table of every cell."""
+    run = tmp_path / "run"
+    out = frugalft("rl", "table", "--config", str(tiny_config), "--run-dir", str(run), "--jobs", "2",
+                   "--set", "seeds=[0, 1]", "--set", "methods=[oracle, sft]")
+    assert out.returncode == 0, out.stderr
+    assert "seed 0: done" in out.stdout and "seed 1: done" in out.stdout
+    for seed in (0, 1):
+        assert "sft: success" in (run / f"seed-{seed}" / "table.log").read_text()
+        assert (run / f"seed-{seed}" / "eval" / "sft.json").exists()
+    with open(run / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["method"], r["seed"]) for r in rows] == [("oracle", "0"), ("sft", "0"), ("oracle", "1"), ("sft", "1")]
+    assert "seeds 0, 1" in (run / "table.md").read_text()
+
+
+def test_packaged_rl_configs_load():
+    from importlib import resources
+
+    from frugalft.config import load_config
+    from frugalft.reflect.table import ExperimentConfig
+
+    folder = resources.files("frugalft") / "configs" / "rl"
+    names = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
+    assert {"quickstart.yaml", "taxi_cpu.yaml", "autoexplore_cpu.yaml", "taxi_gpu.yaml"} <= set(names)
+    for name in names:
+        cfg = load_config(ExperimentConfig, str(folder / name))
+        assert cfg.methods and cfg.seeds, name

@@ -19,6 +19,46 @@ def quickstart_config_path() -> Path:
     return Path(str(resources.files("frugalft") / "configs" / "rl" / "quickstart.yaml"))
 
 
+def _sparkline(values: list[float]) -> str:
+    """A text curve (one block per point, scaled to [0, 1])."""
+    blocks = " ▁▂▃▄▅▆▇█"
+    return "".join(blocks[min(len(blocks) - 1, max(0, round(v * (len(blocks) - 1))))] for v in values)
+
+
+def summary(cfg, run_dir: Path) -> str:
+    """What the table means, in words, with the learning curves as text."""
+    import json
+
+    from frugalft.reflect.table import TITLES, rl_curves, seed_dir, warmup_curves
+
+    seed = cfg.seeds[0]
+    rows = {}
+    for method in cfg.methods:
+        path = seed_dir(run_dir, seed) / "eval" / f"{method}.json"
+        if path.exists():
+            rows[method] = json.loads(path.read_text(encoding="utf-8"))
+    lines = []
+    warm = warmup_curves(cfg, run_dir).get("reflect")
+    if warm:
+        acc = [a for _, a in warm[0]]
+        lines.append(f"warm-up: the policy's accuracy on held-out training tasks {acc[0]:.0%} -> {max(acc):.0%} "
+                     f"over {warm[0][-1][0]} steps   {_sparkline(acc)}")
+    rl = rl_curves(cfg, run_dir).get("reflect_rl")
+    if rl:
+        ys = rl[0]
+        k = max(1, len(ys) // 4)
+        lines.append(f"RL: training success {sum(ys[:k]) / k:.0%} (first quarter) -> {sum(ys[-k:]) / k:.0%} (last "
+                     f"quarter) over {len(ys)} iterations   {_sparkline(ys)}")
+    if rows:
+        n = next(iter(rows.values()))["episodes"]
+        parts = [f"{TITLES[m]} {100 * r['success']:.0f}% [{100 * r['success_ci_lo']:.0f}, {100 * r['success_ci_hi']:.0f}]"
+                 for m, r in rows.items()]
+        lines.append(f"What this means: on {n} held-out maps the taxi must reach the passenger without a single "
+                     f"wasted move; {'; '.join(parts)} (success, 95% interval). The warm-up taught both players "
+                     "from the oracle's games; RL then trained the policy on its own episodes.")
+    return "\n".join(lines) + "\n"
+
+
 def register(app: typer.Typer) -> None:
     @app.command("quickstart")
     def quickstart_cmd(
@@ -38,6 +78,7 @@ def register(app: typer.Typer) -> None:
             fail(str(e))
         typer.echo("")
         typer.echo(Path(paths["markdown"]).read_text(encoding="utf-8"))
+        typer.echo(summary(cfg, run_dir))
         seed = run_dir / f"seed-{cfg.seeds[0]}"
         typer.echo(f"done in {(time.time() - t0) / 60:.1f} min. Outputs:")
         typer.echo(f"  table            {paths['markdown']} (and {paths['csv']})")

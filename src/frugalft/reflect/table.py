@@ -14,6 +14,7 @@ RL resumes from its checkpoint), so a killed table resumes where it stopped.
 Methods (``METHODS``):
 - ``random``, ``oracle``: the baselines of the rollout code (no model).
 - ``sft``: the Reflect warm-up (reflection model + policy), no RL ("SFT only").
+- ``sft_noreflect``: the warm-up without reflections, no RL: what the reflection adds before RL.
 - ``rl``: RL from the base model, no warm-up and no reflection ("RL only").
 - ``sft_rl_noreflect``: warm-up without reflections, then RL without reflection.
 - ``reflect_rl_noneg``: Reflect-RL whose warm-up data has no negative examples.
@@ -36,11 +37,12 @@ from frugalft.reflect.train import RLConfig
 from frugalft.reflect.warmup import WarmupConfig
 from frugalft.reflect.warmup_data import DataConfig
 
-METHODS = ("random", "oracle", "sft", "rl", "sft_rl_noreflect", "reflect_rl_noneg", "reflect_rl")
+METHODS = ("random", "oracle", "sft", "sft_noreflect", "rl", "sft_rl_noreflect", "reflect_rl_noneg", "reflect_rl")
 TITLES = {
     "random": "random",
     "oracle": "oracle",
     "sft": "SFT only",
+    "sft_noreflect": "SFT only, no reflection",
     "rl": "RL only (no warm-up)",
     "sft_rl_noreflect": "SFT + RL, no reflection",
     "reflect_rl_noneg": "Reflect-RL without negative examples",
@@ -51,6 +53,7 @@ PLAN: dict[str, tuple[str | None, bool]] = {
     "random": (None, False),
     "oracle": (None, False),
     "sft": ("reflect", False),
+    "sft_noreflect": ("noreflect", False),
     "rl": (None, True),
     "sft_rl_noreflect": ("noreflect", True),
     "reflect_rl_noneg": ("reflect_noneg", True),
@@ -84,6 +87,10 @@ class ExperimentConfig:
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    report_to: str = "none"  # also log every run's metrics to tensorboard or wandb (frugalft.runs.tracking)
+    # The no-reflection warm-up gets as many SFT steps as the reflect variant's two players together (reflection
+    # + policy caps) when its policy starts from the reflection model: the same network, the same compute.
+    match_noreflect_steps: bool = True
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in METHODS]
@@ -100,6 +107,7 @@ class ExperimentConfig:
         rl.env, rl.env_kwargs, rl.policy_model, rl.device, rl.seed = self.env, dict(self.env_kwargs), self.model, \
             self.device, seed
         rl.labels, rl.shuffle_labels = warm.labels, warm.shuffle_labels  # the policy must see the SFT labels
+        warm.reflection_tokens = rl.reflection_tokens  # the policy's warm-up reads reflections as long as RL's
         return data, warm, rl
 
 
@@ -124,6 +132,8 @@ def run_warmup(config: ExperimentConfig, run_dir: str | Path, seed: int, variant
     from frugalft.reflect.warmup import warmup
 
     _, warm, _ = config.for_seed(seed)
+    if variant == "noreflect" and config.match_noreflect_steps and warm.policy_init == "reflection":
+        warm.policy_steps += warm.reflection_steps
     data = run_data(config, run_dir, seed, log)
     return warmup(warm, data, seed_dir(run_dir, seed) / "warmup" / variant, variant, log)
 
@@ -261,10 +271,12 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
 
 
 # ---- the table -------------------------------------------------------------------------------------------
-def run_table(config: ExperimentConfig, run_dir: str | Path, log=print) -> dict[str, Path]:
-    """Every (method, seed) cell, then results.csv, table.md and curves.png in ``run_dir``."""
+def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started: float | None = None,
+              ) -> dict[str, Path]:
+    """Every (method, seed) cell, then results.csv, table.md and curves.png in ``run_dir``; the wall time
+    reported is from ``started`` (default: now)."""
     run_dir = Path(run_dir)
-    t0 = time.time()
+    t0 = started if started is not None else time.time()
     rows = []
     quality = []
     for seed in config.seeds:
@@ -307,6 +319,7 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
 def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | None = None) -> str:
     from frugalft.reflect.evaluate import wilson_interval
 
+    levels = sorted({int(k[5:-8]) for r in rows for k in r if k.startswith("level") and k.endswith("_success")})
     lines = [
         f"### {config.env} ({config.model}, seeds {', '.join(map(str, config.seeds))})",
         "",
@@ -315,8 +328,9 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
         "P(oracle) with / without reflection: the policy's probability of the oracle action with its reflection "
         "and with the reflection removed from the same prompt (the diagnostic).",
         "",
-        "| method | success % | pooled success % [95% CI] | return | agreement % | P(oracle) with / without reflection |",
-        "|---|---|---|---|---|---|",
+        "| method | success % | pooled success % [95% CI] | return | agreement % | P(oracle) with / without reflection |"
+        + (" success % by level (" + " / ".join(str(lv) for lv in levels) + ") |" if len(levels) > 1 else ""),
+        "|---|---|---|---|---|---|" + ("---|" if len(levels) > 1 else ""),
     ]
     for method in config.methods:
         cell = [r for r in rows if r["method"] == method]
@@ -333,8 +347,12 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
         without = [r["diag_oracle_prob_no_reflection"] for r in cell if "diag_oracle_prob_no_reflection" in r]
         probs = (f"{sum(with_r) / len(with_r):.2f} / {sum(without) / len(without):.2f}" if with_r and without
                  else f"{sum(with_r) / len(with_r):.2f} / –" if with_r else "–")
+        by_level = ""
+        if len(levels) > 1:
+            means = [sum(r.get(f"level{lv}_success", float("nan")) for r in cell) / len(cell) for lv in levels]
+            by_level = " " + " / ".join(f"{100 * m:.0f}" for m in means) + " |"
         lines.append(f"| {TITLES[method]} | {s:.1f} ± {s_ci:.1f} | {100 * wins / n:.1f} [{100 * lo:.1f}, "
-                     f"{100 * hi:.1f}] | {ret:.2f} ± {ret_ci:.2f} | {agree_txt} | {probs} |")
+                     f"{100 * hi:.1f}] | {ret:.2f} ± {ret_ci:.2f} | {agree_txt} | {probs} |{by_level}")
     if seconds is not None:
         lines += ["", f"Wall time of this run: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
@@ -344,8 +362,8 @@ def quality_table(quality: list[dict]) -> str:
     """Reflection quality per warm-up variant, mean ± 95% t-interval across seeds."""
     if not quality:
         return ""
-    lines = ["", "Reflection model vs the teacher on the oracle's test states (sampled as in RL): exact match, "
-             "word F1, and the F1 two teacher reflections of different states share (the template floor).", "",
+    lines = ["", "Reflection model vs the teacher on the oracle's test states (decoded as in RL, at "
+             "`rl.reflection_temperature`): exact match, word F1, and the F1 two teacher reflections of different states share (the template floor).", "",
              "| reflection model | states | exact % | word F1 | template floor F1 |", "|---|---|---|---|---|"]
     names = {"reflect": "Reflect-RL warm-up", "reflect_noneg": "warm-up without negative examples"}
     for variant in ("reflect", "reflect_noneg"):
@@ -360,8 +378,50 @@ def quality_table(quality: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+VARIANT_TITLES = {"reflect": "Reflect-RL warm-up", "reflect_noneg": "warm-up without negatives",
+                  "noreflect": "warm-up without reflection"}
+
+
+def warmup_curves(config: ExperimentConfig, run_dir: Path) -> dict[str, list[list[tuple[int, float]]]]:
+    """Each warm-up variant's policy validation accuracy curve per seed: ``{variant: [[(step, acc), ...], ...]}``."""
+    from frugalft.runs import read_metrics
+
+    out: dict[str, list[list[tuple[int, float]]]] = {}
+    for variant in VARIANT_TITLES:
+        for seed in config.seeds:
+            path = seed_dir(run_dir, seed) / "warmup" / variant / "policy" / "metrics.jsonl"
+            if path.exists():
+                pts = [(r["step"], r["val_accuracy"]) for r in read_metrics(path) if "val_accuracy" in r]
+                if pts:
+                    out.setdefault(variant, []).append(pts)
+    return out
+
+
+def rl_curves(config: ExperimentConfig, run_dir: Path, key: str = "success") -> dict[str, list[list[float]]]:
+    """Each RL method's training ``key`` per iteration, per seed."""
+    from frugalft.runs import read_metrics
+
+    out: dict[str, list[list[float]]] = {}
+    for method in config.methods:
+        if not PLAN[method][1]:
+            continue
+        for seed in config.seeds:
+            path = seed_dir(run_dir, seed) / "rl" / method / "metrics.jsonl"
+            if path.exists():
+                rows = read_metrics(path)
+                if rows:
+                    out.setdefault(method, []).append([r[key] for r in rows])
+    return out
+
+
+def _smooth(ys: list[float]) -> list[float]:
+    k = max(1, len(ys) // 10)  # moving average over a tenth of the run
+    return [sum(ys[max(0, i - k + 1): i + 1]) / len(ys[max(0, i - k + 1): i + 1]) for i in range(len(ys))]
+
+
 def plot_curves(config: ExperimentConfig, run_dir: Path) -> Path | None:
-    """Training success per iteration (mean over seeds, smoothed) of each RL method, as a PNG."""
+    """Warm-up (policy validation accuracy per step) and RL (training success and return per iteration)
+    curves, mean over seeds, as one PNG."""
     try:
         import matplotlib
     except ImportError:  # plots are a convenience; the CSV and the table are the results
@@ -369,38 +429,30 @@ def plot_curves(config: ExperimentConfig, run_dir: Path) -> Path | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from frugalft.runs import read_metrics
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    drawn = False
-    for method in config.methods:
-        if not PLAN[method][1]:
-            continue
-        curves = []
-        for seed in config.seeds:
-            path = seed_dir(run_dir, seed) / "rl" / method / "metrics.jsonl"
-            if path.exists():
-                curves.append(read_metrics(path))
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        if n == 0:
-            continue
-        for ax, key in zip(axes, ("success", "return"), strict=True):
-            ys = [sum(c[i][key] for c in curves) / len(curves) for i in range(n)]
-            k = max(1, n // 10)  # moving average over a tenth of the run
-            smooth = [sum(ys[max(0, i - k + 1): i + 1]) / len(ys[max(0, i - k + 1): i + 1]) for i in range(n)]
-            ax.plot([curves[0][i]["step"] for i in range(n)], smooth, label=TITLES[method])
-        drawn = True
-    if not drawn:
-        plt.close(fig)
+    warm = warmup_curves(config, run_dir)
+    success, returns = rl_curves(config, run_dir, "success"), rl_curves(config, run_dir, "return")
+    if not warm and not success:
         return None
-    for ax, key in zip(axes, ("training success", "training return"), strict=True):
-        ax.set_xlabel("RL iteration")
-        ax.set_ylabel(key)
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for variant, curves in warm.items():
+        n = min(len(c) for c in curves)
+        axes[0].plot([c[0] for c in curves[0][:n]], [sum(c[i][1] for c in curves) / len(curves) for i in range(n)],
+                     marker=".", label=VARIANT_TITLES[variant])
+    for ax, curves_by in ((axes[1], success), (axes[2], returns)):
+        for method, curves in curves_by.items():
+            n = min(len(c) for c in curves)
+            ys = [sum(c[i] for c in curves) / len(curves) for i in range(n)]
+            ax.plot(range(1, n + 1), _smooth(ys), label=TITLES[method])
+    labels = (("warm-up step", "policy held-out accuracy"), ("RL iteration", "training success"),
+              ("RL iteration", "training return"))
+    for ax, (x, y) in zip(axes, labels, strict=True):
+        ax.set_xlabel(x)
+        ax.set_ylabel(y)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(f"{config.env}: RL learning curves (mean of {len(config.seeds)} seeds, moving average)")
+        if ax.lines:
+            ax.legend(fontsize=7)
+    fig.suptitle(f"{config.env}: warm-up and RL learning curves (mean of {len(config.seeds)} seeds; RL: moving "
+                 "average)")
     fig.tight_layout()
     out = run_dir / "curves.png"
     with atomic_path(out) as tmp:

@@ -13,10 +13,29 @@ Both start from the same base model (LoRA adapters or all weights), train with A
 every ``checkpoint_every`` steps, and save the result as a plain model directory (LoRA merged) with its
 tokenizer: ``<run>/reflection/model`` and ``<run>/policy/model``, which ``frugalft.models.load_model`` and the RL
 trainer load by path.
+
+**Validation and early stopping.** A seeded ``val_fraction`` of the train *tasks* is held out (all their rows,
+corrective steps included, so no state of a validation episode is trained on). Every ``eval_every`` steps
+each player is scored there: the reflection model by its held-out loss per reflection token (and the exact
+match of greedy reflections, logged), the policy by its label accuracy against the oracle (ties broken by
+held-out loss). The best weights are kept (``<player>/best``); training stops after ``patience`` validations
+without progress (neither a better score nor a lower held-out loss than ever) or at the step cap, and the saved
+model is the best one. The curve is in the player's
+``metrics.jsonl`` (``val_*`` rows).
+
+**What the policy reads in its warm-up** (``policy_reflections``). With ``"model"`` (the default) the policy
+is trained on reflections the *trained reflection model* wrote for each training state, sampled at
+``reflection_temperature`` (1 by default, even where RL decodes greedily: a policy must see the reflection
+model be wrong to learn how far to trust it), instead of the teacher's: at RL and test time the policy only
+ever reads the reflection model's reflections, and a policy warmed up on the teacher's (always correct) text learns to trust every word of it, then follows
+the reflection model's mistakes (exposure bias; docs/results.md measures it). ``"teacher"`` is the plain
+reading of the paper.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import random
 import time
 from dataclasses import dataclass
@@ -27,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from frugalft.atomic import atomic_path, write_json
+from frugalft.atomic import atomic_path, write_json, write_jsonl
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model, trunk_hidden
 from frugalft.reflect.policy import Policy, score_steps
@@ -37,6 +56,7 @@ from frugalft.reflect.prompts import (
     encode_policy_prompt,
     encode_reflection_example,
 )
+from frugalft.reflect.reflection import Reflector
 from frugalft.runs import RunDir, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
 
@@ -53,12 +73,15 @@ class WarmupConfig:
     model: str = "tiny"  # base model of both players: embedded name, local directory or hub id
     device: str = "auto"  # auto, cpu, cuda, ...
     dtype: str = "auto"  # auto = bf16 on GPUs that have it, float32 on CPU
+    # bf16 matmuls under autocast, weights and optimizer in float32. auto: on CPUs with native bf16
+    # (AVX-512 BF16 / AMX), where a tiny model's step is ~1.5x faster; off elsewhere (GPU weights are bf16 anyway).
+    autocast: Literal["auto", "off", "bf16"] = "auto"
     lora: bool = False  # LoRA adapters (merged at the end) instead of training all weights; off for tiny models
     lora_r: int = 16  # the paper's table: r=16, alpha=8
     lora_alpha: int = 8
     lora_dropout: float = 0.05
-    reflection_steps: int = 300  # optimizer steps of the reflection model (the paper: ~20k at GPT-2 XL scale)
-    policy_steps: int = 300  # optimizer steps of the policy
+    reflection_steps: int = 300  # cap on the reflection model's optimizer steps (the paper: ~20k at GPT-2 XL scale)
+    policy_steps: int = 300  # cap on the policy's optimizer steps
     batch_size: int = 16  # examples per step
     lr: float = 1e-3  # AdamW; 1e-3 suits tiny models trained in full, ~2e-4 suits LoRA on a pretrained model
     weight_decay: float = 0.0
@@ -69,7 +92,25 @@ class WarmupConfig:
     policy_loss: Literal["label_head", "full_vocab"] = "label_head"  # see the module docstring
     checkpoint_every: int = 100  # steps between checkpoints (a killed run resumes from the last one)
     log_every: int = 10  # steps between metric rows
-    seed: int = 0  # model init (tiny models), batches, label shuffling
+    # Validation (see the module docstring): a share of the train tasks, never trained on.
+    val_fraction: float = 0.15  # share of train tasks held out; 0 = no validation, train to the step cap
+    eval_every: int = 50  # steps between validations
+    # Validations without progress before stopping (0 = never stop early). Progress is a better validation or a
+    # lower held-out loss than ever: accuracy plateaus for hundreds of steps while the loss still falls.
+    patience: int = 4
+    val_max_examples: int = 512  # validation rows scored (the first ones of a seeded order), for its cost
+    val_generate: int = 64  # validation rows whose greedy reflection is checked for exact match (0: skip)
+    # What the policy reads in its warm-up: the reflection model's own reflections or the teacher's.
+    policy_reflections: Literal["model", "teacher"] = "model"
+    # Sampling temperature of those reflections. Sampled (1.0) even where RL and evaluation decode greedily: a
+    # policy that has seen the reflection model's mistakes learns how far to trust it (docs/results.md).
+    reflection_temperature: float = 1.0
+    reflection_tokens: int = 64  # cap on their tokens (as rl.reflection_tokens)
+    # Where the policy starts: the base model (the paper: two copies of it), or the trained reflection model's
+    # weights, which already read the state (a from-scratch model's shortcut; docs/results.md measures it).
+    # Variants without a reflection model always start from the base.
+    policy_init: Literal["base", "reflection"] = "base"
+    seed: int = 0  # model init (tiny models), batches, label shuffling, the validation split
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -158,8 +199,10 @@ def encode_policy_set(tokenizer, rows: list[dict], alphabet: LabelAlphabet, max_
     return out
 
 
-def _load_base(config: WarmupConfig):
-    lm, tok = load_model(config.model, device=config.device, dtype=config.dtype, seed=config.seed)
+def _load_base(config: WarmupConfig, start: str | Path | None = None):
+    """The model a player starts from: the base model, or ``start`` (a model directory)."""
+    name = str(start) if start is not None else config.model
+    lm, tok = load_model(name, device=config.device, dtype=config.dtype, seed=config.seed)
     if config.lora:
         lm = add_lora(lm, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout))
     lm.train()
@@ -176,22 +219,81 @@ def save_model(lm: torch.nn.Module, tokenizer, path: Path) -> Path:
     return path
 
 
-def _fit(name: str, lm: torch.nn.Module, loss_of, n_examples: int, steps: int, config: WarmupConfig,
-         run: RunDir, log) -> dict[str, float]:
-    """The SFT loop shared by both players: seeded batches, clipping, metrics, checkpoints, resume."""
+def split_validation(rows: list[dict], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """(train row indices, validation row indices): a seeded ``fraction`` of the distinct task ids, with all of
+    their rows, goes to validation. Both players of a seed get the same split (same rows, same seed)."""
+    tasks = sorted({str(r.get("task_id", i)) for i, r in enumerate(rows)})
+    n_val = round(fraction * len(tasks)) if fraction > 0 else 0
+    if n_val >= len(tasks):
+        raise ValueError(f"val_fraction={fraction} leaves no training task of {len(tasks)}")
+    held = set(random.Random(f"val-{seed}").sample(tasks, n_val))
+    train = [i for i, r in enumerate(rows) if str(r.get("task_id", i)) not in held]
+    val = [i for i, r in enumerate(rows) if str(r.get("task_id", i)) in held]
+    return train, val
+
+
+@dataclass
+class Validation:
+    """How one player is validated: ``score()`` -> metrics (``val_*``), ``better(new, best)`` orders them."""
+
+    score: Any  # () -> dict[str, float]
+    better: Any  # (dict, dict) -> bool
+
+
+def autocast_context(config: WarmupConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """The forward passes' autocast (see ``WarmupConfig.autocast``)."""
+    on = config.autocast == "bf16" or (config.autocast == "auto" and device.type == "cpu"
+                                        and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+
+
+def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: int, config: WarmupConfig,
+         run: RunDir, log, validation: Validation | None = None) -> dict[str, Any]:
+    """The SFT loop shared by both players: seeded batches, clipping, metrics, checkpoints, resume, and (with
+    ``validation``) periodic validation, the best weights kept in ``<run>/best``, early stopping."""
     params = [p for p in lm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    start = 0
+    autocast = autocast_context(config, params[0].device)
+    best_dir = run.path / "best"
+    # best: metrics of the best validation so far; low: the lowest held-out loss; bad: validations since progress
+    start, best, low, bad = 0, None, math.inf, 0
     ckpt = latest_checkpoint(run.checkpoints)
     if ckpt is not None:
-        start = load_checkpoint(ckpt, lm, opt)["step"]
+        state = load_checkpoint(ckpt, lm, opt)
+        c = state["counters"]
+        start, best, low, bad = state["step"], c.get("best"), c.get("low", math.inf), c.get("bad", 0)
         run.truncate_metrics(start)
         log(f"{name}: resuming from {ckpt} (step {start})")
+    elif run.metrics_path.exists():  # killed before its first checkpoint: start the curve over
+        run.truncate_metrics(-1)
+
+    def validate(step: int) -> bool:
+        """Score, keep the best weights; True when training should stop."""
+        nonlocal best, low, bad
+        assert validation is not None
+        lm.eval()
+        with torch.no_grad(), autocast:
+            metrics = validation.score()
+        lm.train()
+        improved = best is None or validation.better(metrics, best)
+        if improved:
+            best = {**metrics, "step": step}
+            save_checkpoint(best_dir, step, lm, keep=1)
+        lower = metrics["val_loss"] < low
+        low = min(low, metrics["val_loss"])
+        bad = 0 if improved or lower else bad + 1
+        run.log_metrics(step, **metrics, val_best_step=best["step"])
+        return config.patience > 0 and bad >= config.patience
+
     t0 = time.time()
     window: list[float] = []
+    stopped = None
+    if validation is not None and start == 0:
+        validate(0)  # the starting point, so the curve begins at the untrained model
     for step in progress(range(start, steps), f"warm-up {name}"):
-        idx = batch_indices(n_examples, config.batch_size, config.seed, step)
-        loss = loss_of(idx)
+        idx = [train_idx[i] for i in batch_indices(len(train_idx), config.batch_size, config.seed, step)]
+        with autocast:
+            loss = loss_of(idx)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
@@ -201,11 +303,43 @@ def _fit(name: str, lm: torch.nn.Module, loss_of, n_examples: int, steps: int, c
             run.log_metrics(step + 1, loss=sum(window) / len(window), grad_norm=grad_norm, examples_per_s=len(window) *
                             config.batch_size / max(time.time() - t0, 1e-9))
             window, t0 = [], time.time()
-        if (step + 1) % config.checkpoint_every == 0 and step + 1 < steps:
-            save_checkpoint(run.checkpoints, step + 1, lm, opt)
-    rows = run.metrics()
+        done = step + 1 == steps
+        if validation is not None and ((step + 1) % config.eval_every == 0 or done) and validate(step + 1):
+            stopped = step + 1
+            done = True
+        if (step + 1) % config.checkpoint_every == 0 and not done:
+            save_checkpoint(run.checkpoints, step + 1, lm, opt, counters={"best": best, "low": low, "bad": bad})
+        if stopped is not None:
+            log(f"{name}: validation has not progressed for {config.patience} checks; stopping at step {stopped} "
+                f"(best: step {best['step'] if best else '-'})")
+            break
+    if best is not None:  # the saved model is the best validated one
+        load_checkpoint(latest_checkpoint(best_dir), lm, restore_rng=False)
+    rows = [r for r in run.metrics() if "loss" in r]
     return {"first_loss": rows[0]["loss"] if rows else float("nan"),
-            "final_loss": rows[-1]["loss"] if rows else float("nan")}
+            "final_loss": rows[-1]["loss"] if rows else float("nan"),
+            "steps_run": stopped or steps, "stopped_early": stopped is not None and stopped < steps,
+            "best": best}
+
+
+def _finish(name: str, lm: torch.nn.Module, tok, out: Path, stats: dict[str, Any], extra: dict[str, Any],
+            log) -> Path:
+    lm.eval()
+    path = save_model(lm, tok, out / "model")
+    write_json(out / "summary.json", {**stats, **extra})
+    best = stats.get("best")
+    val = (", best validation " + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k != "step" and
+                                           isinstance(v, float)) + f" at step {best['step']}") if best else ""
+    log(f"{name}: loss {stats['first_loss']:.3f} -> {stats['final_loss']:.3f} in {stats['steps_run']} steps{val}; "
+        f"saved {path}")
+    return path
+
+
+def _scores_sorted(idx: list[int], limit: int, seed: int) -> list[int]:
+    """The validation rows actually scored: a seeded ``limit`` of them (all when fewer)."""
+    if len(idx) <= limit:
+        return idx
+    return sorted(random.Random(f"val-rows-{seed}").sample(idx, limit))
 
 
 def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, log=print) -> Path:
@@ -217,7 +351,9 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
     seed_everything(config.seed)
     run = RunDir(out, config=config, resume=True)
     lm, tok = _load_base(config)
-    examples = encode_reflection_set(tok, read_jsonl(data), config.max_length)
+    rows = read_jsonl(data)
+    examples = encode_reflection_set(tok, rows, config.max_length)
+    train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
     pad = tok.pad_token_id
 
@@ -225,45 +361,113 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
         ids, attn, target = collate_right([examples[i][0] for i in idx], [examples[i][1] for i in idx], pad)
         return masked_lm_loss(lm, ids.to(device), attn.to(device), target.to(device))
 
-    stats = _fit("reflection", lm, loss_of, len(examples), config.reflection_steps, config, run, log)
-    lm.eval()
-    path = save_model(lm, tok, out / "model")
-    write_json(out / "summary.json", {**stats, "examples": len(examples), "steps": config.reflection_steps})
-    log(f"reflection model: loss {stats['first_loss']:.3f} -> {stats['final_loss']:.3f}; saved {path}")
-    return path
+    validation = None
+    if val_idx:
+        scored = _scores_sorted(val_idx, config.val_max_examples, config.seed)
+        generated = scored[: config.val_generate]
+        reflector = Reflector(lm, tok, max_new_tokens=config.reflection_tokens, temperature=0.0, enabled=True,
+                              freeze=False)
+        lm.train()  # the Reflector switched it to eval mode
+
+        def score() -> dict[str, float]:
+            total, tokens = 0.0, 0
+            for k in range(0, len(scored), config.batch_size):
+                idx = scored[k: k + config.batch_size]
+                n = sum(sum(examples[i][1][1:]) for i in idx)  # target tokens that a position predicts
+                total += float(loss_of(idx)) * n
+                tokens += n
+            metrics = {"val_loss": total / max(tokens, 1)}
+            if generated:
+                texts = reflector.reflect([rows[i]["parts"] for i in generated])
+                metrics["val_exact"] = sum(str(t).strip() == rows[i]["reflection"].strip()
+                                           for t, i in zip(texts, generated, strict=True)) / len(generated)
+            return metrics
+
+        validation = Validation(score, lambda new, best: new["val_loss"] < best["val_loss"])
+    stats = _fit("reflection", lm, loss_of, train_idx, config.reflection_steps, config, run, log, validation)
+    return _finish("reflection model", lm, tok, out, stats,
+                   {"examples": len(train_idx), "val_examples": len(val_idx)}, log)
 
 
-def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=print) -> Path:
-    """SFT of the policy on ``data`` (a policy JSONL, with or without reflections); returns the model directory."""
+def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=print,
+                 start: str | Path | None = None) -> Path:
+    """SFT of the policy on ``data`` (a policy JSONL, with or without reflections), from the base model or from
+    ``start`` (a model directory); returns the saved model directory."""
     out = Path(out)
     if (out / "model" / "config.json").exists():
         log(f"policy already trained: {out / 'model'}")
         return out / "model"
     seed_everything(config.seed)
     run = RunDir(out, config=config, resume=True)
-    lm, tok = _load_base(config)
+    lm, tok = _load_base(config, start)
     alphabet = alphabet_of(config)
     label_ids = alphabet.check(tok)
-    examples = encode_policy_set(tok, read_jsonl(data), alphabet, config.max_length, config.seed)
+    rows = read_jsonl(data)
+    examples = encode_policy_set(tok, rows, alphabet, config.max_length, config.seed)
+    train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
     policy = Policy(lm, label_ids, tok.pad_token_id)
 
-    def loss_of(idx: list[int]) -> torch.Tensor:
+    def scores_of(idx: list[int]):
         batch = [examples[i] for i in idx]
+        return score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch], [e.target for e in batch])
+
+    def loss_of(idx: list[int]) -> torch.Tensor:
         if config.policy_loss == "label_head":
-            scores = score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch],
-                                 [e.target for e in batch])
-            return -scores.logprob.mean()
+            return -scores_of(idx).logprob.mean()
+        batch = [examples[i] for i in idx]
         seqs = [e.prompt + [label_ids[e.labels[e.target]]] for e in batch]
         ids, attn, target = collate_right(seqs, [[0] * len(e.prompt) + [1] for e in batch], tok.pad_token_id)
         return masked_lm_loss(lm, ids.to(device), attn.to(device), target.to(device))
 
-    stats = _fit("policy", lm, loss_of, len(examples), config.policy_steps, config, run, log)
-    lm.eval()
-    path = save_model(lm, tok, out / "model")
-    write_json(out / "summary.json", {**stats, "examples": len(examples), "steps": config.policy_steps})
-    log(f"policy: loss {stats['first_loss']:.3f} -> {stats['final_loss']:.3f}; saved {path}")
-    return path
+    validation = None
+    if val_idx:
+        scored = _scores_sorted(val_idx, config.val_max_examples, config.seed)
+
+        def score() -> dict[str, float]:
+            nll = correct = 0.0
+            for k in range(0, len(scored), config.batch_size):
+                idx = scored[k: k + config.batch_size]
+                sc = scores_of(idx)
+                nll -= float(sc.logprob.sum())
+                best = sc.listed.argmax(-1).tolist()  # list position of the most likely action
+                correct += sum(b == examples[i].target for b, i in zip(best, idx, strict=True))
+            return {"val_loss": nll / len(scored), "val_accuracy": correct / len(scored)}
+
+        validation = Validation(score, lambda new, best: (new["val_accuracy"], -new["val_loss"])
+                                > (best["val_accuracy"], -best["val_loss"]))
+    stats = _fit("policy", lm, loss_of, train_idx, config.policy_steps, config, run, log, validation)
+    return _finish("policy", lm, tok, out, stats, {"examples": len(train_idx), "val_examples": len(val_idx)}, log)
+
+
+def model_reflections(config: WarmupConfig, reflection_model: Path, data: str | Path, out: Path,
+                      log=print) -> Path:
+    """``data`` (a policy JSONL) with each row's reflection rewritten by the trained reflection model, sampled at
+    ``config.reflection_temperature``; the teacher's text is kept as ``teacher_reflection``."""
+    if out.exists():
+        return out
+    from frugalft.runs import read_jsonl_lines as _lines
+
+    lm, tok = load_model(str(reflection_model), device=config.device, dtype=config.dtype, seed=config.seed)
+    reflector = Reflector(lm, tok, max_new_tokens=config.reflection_tokens,
+                          temperature=config.reflection_temperature)
+    rows = [row for _, row in _lines(data)]
+    t0 = time.time()
+    written: list[str | None] = []
+    batch = 32
+    for k in progress(range(0, len(rows), batch), "reflections for the policy warm-up",
+                      total=math.ceil(len(rows) / batch)):
+        chunk = rows[k: k + batch]
+        # One generator per row, seeded by (seed, row): the set does not depend on the batch size.
+        gens = [torch.Generator().manual_seed(config.seed * 1_000_003 + k + j) for j in range(len(chunk))]
+        written += reflector.reflect([r["parts"] for r in chunk], gens)
+    rewritten = [{**r, "teacher_reflection": r["reflection"], "reflection": w or ""}
+                 for r, w in zip(rows, written, strict=True)]
+    write_jsonl(out, rewritten)
+    exact = sum(r["reflection"].strip() == r["teacher_reflection"].strip() for r in rewritten) / max(len(rows), 1)
+    log(f"policy warm-up set with the reflection model's own reflections: {out} ({len(rows)} rows, "
+        f"{exact:.0%} identical to the teacher's, {time.time() - t0:.0f} s)")
+    return out
 
 
 def warmup(config: WarmupConfig, data_dir: str | Path, run_dir: str | Path, variant: str = "reflect",
@@ -277,7 +481,11 @@ def warmup(config: WarmupConfig, data_dir: str | Path, run_dir: str | Path, vari
         if not (data_dir / name).exists():
             raise FileNotFoundError(f"{data_dir / name} is missing; run `frugalft rl data` first")
     reflection = None
+    policy_data = data_dir / policy_set
     if reflection_set is not None:
         reflection = train_reflection(config, data_dir / reflection_set, run_dir / "reflection", log)
-    policy = train_policy(config, data_dir / policy_set, run_dir / "policy", log)
+        if config.policy_reflections == "model":
+            policy_data = model_reflections(config, reflection, policy_data, run_dir / "policy_data.jsonl", log)
+    start = reflection if config.policy_init == "reflection" and reflection is not None else None
+    policy = train_policy(config, policy_data, run_dir / "policy", log, start=start)
     return {"reflection": reflection, "policy": policy}
