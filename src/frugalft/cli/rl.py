@@ -118,9 +118,9 @@ def warmup_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, ru
 
 
 def _method(method: str, rl_only: bool = False) -> str:
-    from frugalft.reflect.table import METHODS, PLAN
+    from frugalft.reflect.table import ALL_METHODS, PLAN
 
-    valid = [m for m in METHODS if PLAN[m][1]] if rl_only else list(METHODS)
+    valid = [m for m in ALL_METHODS if PLAN[m][1]] if rl_only else list(ALL_METHODS)
     if method not in valid:
         fail(f"unknown method {method!r}; valid: {', '.join(valid)}")
     return method
@@ -129,7 +129,7 @@ def _method(method: str, rl_only: bool = False) -> str:
 @app.command("train")
 def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
               seed: int = SeedOption,
-              method: str = typer.Option("reflect_rl", help="rl, sft_rl_noreflect, reflect_rl_noneg, reflect_rl."),
+              method: str = typer.Option("reflect_rl", help="rl, sft_rl_noreflect, reflect_rl_noneg, reflect_rl, reflect_rl_grpo."),
               workers: int = typer.Option(None, "--workers", "-w", min=0,
                                           help="Rollout workers as Ray actors (0: in this process; default: the "
                                                "config's rl.workers)."),

@@ -7,6 +7,7 @@ modules are ``frugalft.reflect.train`` / ``frugalft.reflect.evaluate``.
 """
 
 from frugalft.reflect.evaluate import EvalResult, bootstrap_interval, evaluate, wilson_interval
+from frugalft.reflect.grpo import group_advantages
 from frugalft.reflect.policy import Policy, collate_left, score_steps, valid_mask
 from frugalft.reflect.ppo import exact_kl, gae, ppo_loss
 from frugalft.reflect.prompts import (
@@ -63,6 +64,7 @@ __all__ = [
     "exact_kl",
     "gae",
     "generate",
+    "group_advantages",
     "load_lm",
     "ppo_loss",
     "reinforce_loss",

@@ -125,7 +125,7 @@ def ppo_update(
                 scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
                                      [s.action for s in chunk], temperature)
                 if all(s.ref_logprobs is not None for s in chunk):
-                    ref = _pad([s.ref_logprobs for s in chunk], scores.listed.shape[1], device)  # type: ignore[misc]
+                    ref = pad_rows([s.ref_logprobs for s in chunk], scores.listed.shape[1], device)  # type: ignore[misc]
                     kl = exact_kl(scores.listed, ref)
                 else:
                     kl = torch.zeros(len(chunk), device=device)
@@ -149,7 +149,7 @@ def ppo_update(
     return {k: v / max(updates, 1) for k, v in sums.items()}
 
 
-def _pad(rows: Sequence[Sequence[float]], width: int, device: torch.device) -> torch.Tensor:
+def pad_rows(rows: Sequence[Sequence[float]], width: int, device: torch.device) -> torch.Tensor:
     out = torch.full((len(rows), width), float("-inf"), device=device)
     for i, r in enumerate(rows):
         out[i, : len(r)] = torch.as_tensor(list(r), device=device)

@@ -25,6 +25,7 @@ import torch
 
 from frugalft.distributed.data_parallel import SINGLE, DataParallel, share
 from frugalft.reflect.policy import Policy, score_steps
+from frugalft.reflect.ppo import exact_kl, pad_rows
 from frugalft.reflect.rollout import Episode, Step
 
 
@@ -97,15 +98,24 @@ def policy_gradient_step(
     baseline: str = "none",
     entropy_coef: float = 0.0,
     dp: DataParallel = SINGLE,
+    kl_coef: float = 0.0,
 ) -> dict[str, float]:
     """One optimizer step of ``reinforce_loss`` over ``steps``, accumulating gradients in minibatches (of this
-    process's share of the steps under data parallelism; the baseline is the whole batch's)."""
+    process's share of the steps under data parallelism; the baseline is the whole batch's).
+
+    ``kl_coef > 0`` adds ``kl_coef * mean_t KL(pi || pi_ref)``, the exact KL over each step's listed actions to
+    the reference log-probs recorded at rollout (``Step.ref_logprobs``, as PPO's penalty), and reports its mean
+    as ``kl_penalty``; with 0 (REINFORCE) nothing about the step changes."""
     n = len(steps)
+    if kl_coef and any(s.ref_logprobs is None for s in steps):
+        raise ValueError("kl_coef > 0 needs the reference policy's log-probs of every step (Step.ref_logprobs): "
+                         "play the episodes with a reference (Players.reference)")
     g = torch.tensor(returns, dtype=torch.float32, device=policy.device)
     b = g.mean() if baseline == "batch_mean" else 0.0
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     entropy = 0.0
+    kl_sum = 0.0
     mine = share(n, dp.rank, dp.world)
     for lo in range(mine.start, mine.stop, minibatch):
         hi = min(lo + minibatch, mine.stop)
@@ -114,15 +124,23 @@ def policy_gradient_step(
                              [s.action for s in chunk], temperature)
         # The mean over all n steps, split across minibatches: each chunk's mean weighted by its share.
         loss = reinforce_loss(scores.logprob, g[lo:hi], b, scores.entropy, entropy_coef)
+        if kl_coef:
+            ref = pad_rows([s.ref_logprobs for s in chunk], scores.listed.shape[1], policy.device)  # type: ignore[misc]
+            kl = exact_kl(scores.listed, ref)
+            loss = loss + kl_coef * kl.mean()
+            kl_sum += float(kl.detach().sum()) / n
         (loss * len(chunk) / n).backward()
         total += float(loss.detach()) * len(chunk) / n
         entropy += float(scores.entropy.detach().sum()) / n
     params = [p for group in optimizer.param_groups for p in group["params"]]
     dp.all_reduce_grads(params)
-    total, entropy = dp.sum([total, entropy])
+    total, entropy, kl_sum = dp.sum([total, entropy, kl_sum])
     grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     optimizer.step()
-    return {"loss": total, "grad_norm": float(grad_norm), "entropy": entropy}
+    out = {"loss": total, "grad_norm": float(grad_norm), "entropy": entropy}
+    if kl_coef:
+        out["kl_penalty"] = kl_sum
+    return out
 
 
 def reinforce_update(

@@ -19,6 +19,10 @@ Methods (``METHODS``):
 - ``sft_rl_noreflect``: warm-up without reflections, then RL without reflection.
 - ``reflect_rl_noneg``: Reflect-RL whose warm-up data has no negative examples.
 - ``reflect_rl``: Reflect-RL.
+
+Opt-in methods (``EXTRA_METHODS``: valid in ``methods:`` and ``rl train --method``, in no default list):
+- ``reflect_rl_grpo``: Reflect-RL (the same warm-up) with ``algorithm: grpo``, the config's other ``rl``
+  settings unchanged (``num_envs`` must be a multiple of ``rl.group_size``).
 """
 
 from __future__ import annotations
@@ -33,11 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from frugalft.atomic import atomic_path, write_json, write_text
-from frugalft.reflect.train import RLConfig
+from frugalft.reflect.train import RLConfig, groups_per_batch
 from frugalft.reflect.warmup import WarmupConfig
 from frugalft.reflect.warmup_data import DataConfig
 
 METHODS = ("random", "oracle", "sft", "sft_noreflect", "rl", "sft_rl_noreflect", "reflect_rl_noneg", "reflect_rl")
+EXTRA_METHODS = ("reflect_rl_grpo",)  # selectable, never a default row
+ALL_METHODS = METHODS + EXTRA_METHODS
 TITLES = {
     "random": "random",
     "oracle": "oracle",
@@ -47,6 +53,7 @@ TITLES = {
     "sft_rl_noreflect": "SFT + RL, no reflection",
     "reflect_rl_noneg": "Reflect-RL without negative examples",
     "reflect_rl": "Reflect-RL",
+    "reflect_rl_grpo": "Reflect-RL, GRPO",
 }
 # method -> (warm-up variant or None, does RL)
 PLAN: dict[str, tuple[str | None, bool]] = {
@@ -58,7 +65,9 @@ PLAN: dict[str, tuple[str | None, bool]] = {
     "sft_rl_noreflect": ("noreflect", True),
     "reflect_rl_noneg": ("reflect_noneg", True),
     "reflect_rl": ("reflect", True),
+    "reflect_rl_grpo": ("reflect", True),
 }
+ALGORITHMS = {"reflect_rl_grpo": "grpo"}  # methods whose RL overrides rl.algorithm
 
 
 @dataclass
@@ -93,9 +102,9 @@ class ExperimentConfig:
     match_noreflect_steps: bool = True
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
-            raise ValueError(f"unknown methods {unknown}; valid: {', '.join(METHODS)}")
+            raise ValueError(f"unknown methods {unknown}; valid: {', '.join(ALL_METHODS)}")
 
     def for_seed(self, seed: int) -> tuple[DataConfig, WarmupConfig, RLConfig]:
         """The three stage configs of one seed, with env, model, device and seed filled in."""
@@ -147,6 +156,10 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     reflects = variant in ("reflect", "reflect_noneg")
     rl.reflection_model = config.model if reflects else None
     rl.reflection_init = str(warm / "reflection" / "model") if reflects else None
+    if method in ALGORITHMS:
+        rl.algorithm = ALGORITHMS[method]  # type: ignore[assignment]
+        if rl.algorithm == "grpo":
+            groups_per_batch(rl)  # num_envs a multiple of group_size, else a ValueError naming both
     return rl
 
 
@@ -323,8 +336,8 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
     lines = [
         f"### {config.env} ({config.model}, seeds {', '.join(map(str, config.seeds))})",
         "",
-        "Success and return: mean over seeds ± 95% t-interval across seeds; *pooled*: all episodes of all seeds "
-        "with a Wilson 95% interval. Agreement: how often the policy's action is the oracle's; "
+        "Success and return: mean over seeds ± 95% t-interval across seeds (the value alone with one seed); "
+        "*pooled*: all episodes of all seeds with a Wilson 95% interval. Agreement: how often the policy's action is the oracle's; "
         "P(oracle) with / without reflection: the policy's probability of the oracle action with its reflection "
         "and with the reflection removed from the same prompt (the diagnostic).",
         "",
@@ -351,8 +364,11 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
         if len(levels) > 1:
             means = [sum(r.get(f"level{lv}_success", float("nan")) for r in cell) / len(cell) for lv in levels]
             by_level = " " + " / ".join(f"{100 * m:.0f}" for m in means) + " |"
-        lines.append(f"| {TITLES[method]} | {s:.1f} ± {s_ci:.1f} | {100 * wins / n:.1f} [{100 * lo:.1f}, "
-                     f"{100 * hi:.1f}] | {ret:.2f} ± {ret_ci:.2f} | {agree_txt} | {probs} |{by_level}")
+        pm = len(cell) > 1  # one seed has no interval across seeds: print the value alone, not "± 0.0"
+        s_txt = f"{s:.1f} ± {s_ci:.1f}" if pm else f"{s:.1f}"
+        ret_txt = f"{ret:.2f} ± {ret_ci:.2f}" if pm else f"{ret:.2f}"
+        lines.append(f"| {TITLES[method]} | {s_txt} | {100 * wins / n:.1f} [{100 * lo:.1f}, "
+                     f"{100 * hi:.1f}] | {ret_txt} | {agree_txt} | {probs} |{by_level}")
     if seconds is not None:
         lines += ["", f"Wall time of this run: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"

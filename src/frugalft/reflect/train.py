@@ -2,10 +2,11 @@
 
     for iteration in range(iterations):
         level  <- curriculum position of this iteration (levels in order, budgets proportional to task counts)
-        specs  <- the next num_envs episodes of that level (a seeded, counter-derived task order)
+        specs  <- the next num_envs episodes of that level (a seeded, counter-derived task order; GRPO: the next
+                  num_envs / group_size tasks, each played group_size times)
         episodes <- backend.play(players, specs)       # reflect -> prompt -> label -> env step, batched
                     (in this process, or on `workers` Ray actors; the same episodes either way)
-        reinforce_update(...) or ppo_update(...)        # one step on the batch (+ success replay for REINFORCE)
+        reinforce_update(...), ppo_update(...) or grpo_update(...)   # (+ success replay for REINFORCE)
         log metrics; every checkpoint_interval: checkpoint with counters
 
 Scale-out (docs/scaling.md) changes who computes, not what: the loop is handed a rollout backend
@@ -25,7 +26,9 @@ policy to the reference = the policy at the start of RL, over the listed actions
 (consumed so far), and every ``eval_interval`` iterations ``eval_success``, ``eval_return``,
 ``eval_episode_length``; and ``rollout_s`` / ``update_s`` (wall-clock seconds of the two phases),
 ``rollout_workers``, ``worker_restarts`` and ``rerun_episodes`` (Ray actors replaced this iteration and the
-episodes they re-ran), ``processes`` (learner processes).
+episodes they re-ran), ``processes`` (learner processes); plus the update's own: REINFORCE ``replay_loss``,
+``replay_size``; PPO ``policy_loss``, ``value_loss``, ``clipfrac``; GRPO ``adv_std``, ``zero_adv_groups``
+(groups without signal) and, with ``kl_coef > 0``, ``kl_penalty``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from frugalft.distributed.data_parallel import setup as data_parallel
 from frugalft.models import LoraSettings, add_lora, load_model
 from frugalft.reflect.backends import RolloutBackend, make_backend, make_vec
 from frugalft.reflect.backends import play as play  # the training rollout, re-exported (Ray workers, tests)
+from frugalft.reflect.grpo import grpo_update
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.ppo import ppo_update
 from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
@@ -59,7 +63,9 @@ from frugalft.seeding import seed_everything
 
 @dataclass
 class RLConfig:
-    algorithm: Literal["reinforce", "ppo"] = "reinforce"  # reinforce: the authors' algorithm (SPEC A.3)
+    # reinforce: the authors' algorithm (SPEC A.3); ppo: clipped PPO with a value head; grpo: group-relative
+    # advantages over group_size plays of each task, no critic (frugalft.reflect.grpo)
+    algorithm: Literal["reinforce", "ppo", "grpo"] = "reinforce"
     env: str = "DangerousTaxi"  # short name or gymnasium id (frugalft.envs)
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # constructor options, e.g. {horizon: 15}
     # The policy: base model (embedded name, directory or hub id) and the warm-up result to start from: a
@@ -99,10 +105,16 @@ class RLConfig:
     ppo_epochs: int = 3
     ppo_clip: float = 0.1
     vf_coef: float = 0.5
-    kl_coef: float = 0.05  # KL penalty to the reference (warm-up) policy
-    gamma: float = 1.0  # undiscounted, as the authors
+    kl_coef: float = 0.05  # KL penalty to the reference (warm-up) policy: PPO, and GRPO when > 0
+    gamma: float = 1.0  # PPO's and GRPO's discount (REINFORCE: always 1); undiscounted, as the authors
     gae_lambda: float = 0.95
-    track_kl: bool = True  # compute the kl metric for REINFORCE too (one more forward per step)
+    # GRPO (frugalft.reflect.grpo): the baseline is the other plays of the same task; kl_coef as above.
+    group_size: int = 4  # episodes of the same task per group (num_envs must be a multiple of it)
+    grpo_normalize_std: bool = True  # divide by the group's std + 1e-6; false: mean only (Dr. GRPO / RLOO)
+    # episode: every step gets its episode's group-normalised return; step: each step's return-to-go,
+    # normalised among the group's steps at the same step index
+    grpo_advantage: Literal["episode", "step"] = "episode"
+    track_kl: bool = True  # compute the kl metric for REINFORCE/GRPO too (one more forward per step)
     seed: int = 0
     eval_interval: int = 0  # evaluate every N iterations (0: never during training)
     eval_split: str = "test"
@@ -116,6 +128,20 @@ class RLConfig:
     ray_address: str | None = None  # a running Ray cluster (auto, ray://head:10001); null = start a local one
     cpus_per_worker: float = 1.0  # CPUs Ray reserves per rollout worker (its torch threads)
     gpus_per_worker: float = 0.0  # GPUs per rollout worker; fractions put several workers on one GPU
+
+    def __post_init__(self) -> None:
+        if self.algorithm == "grpo":
+            groups_per_batch(self)
+
+
+def groups_per_batch(config: RLConfig) -> int:
+    """GRPO: tasks per iteration (``num_envs / group_size``); a ValueError when that is not a whole number."""
+    if config.group_size < 2:
+        raise ValueError(f"grpo needs group_size >= 2 (plays of one task to compare), got {config.group_size}")
+    if config.num_envs % config.group_size:
+        raise ValueError(f"grpo: num_envs={config.num_envs} is not a multiple of group_size={config.group_size} "
+                         "(each iteration plays num_envs / group_size tasks, group_size times each)")
+    return config.num_envs // config.group_size
 
 
 # ---- the two players -------------------------------------------------------------------------------------
@@ -187,7 +213,9 @@ def build_players(config: RLConfig) -> Players:
             p.requires_grad_(True)
     lm.eval()  # no dropout: the update must score exactly what the rollout sampled
     policy = Policy(lm, label_ids, tok.pad_token_id, value_head=config.algorithm == "ppo").to(lm.device)
-    reference = _make_reference(policy, config) if (config.algorithm == "ppo" or config.track_kl) else None
+    # PPO's penalty and GRPO's (kl_coef > 0) need the reference; track_kl makes one for the kl metric only.
+    needs_ref = config.algorithm == "ppo" or (config.algorithm == "grpo" and config.kl_coef > 0) or config.track_kl
+    reference = _make_reference(policy, config) if needs_ref else None
     reflector = Reflector(None, None, enabled=False)
     if config.reflection_model is not None or config.reflection_init is not None:
         r_lm, r_tok = load_lm(config.reflection_model or config.policy_model, config.reflection_init, config,
@@ -272,6 +300,19 @@ def episode_specs(tasks: list[str], seed: int, group: int, offset: int, n: int, 
     return specs
 
 
+def group_episode_specs(tasks: list[str], seed: int, group: int, offset: int, n_groups: int, group_size: int,
+                        first_id: int) -> list[EpisodeSpec]:
+    """GRPO's batch: tasks ``offset .. offset+n_groups-1`` of ``episode_specs``' seeded order, each played
+    ``group_size`` times in a row (the same task id; consecutive episode ids, hence different reset seeds and
+    sampling streams)."""
+    specs = []
+    for i, task in enumerate(s.task_id for s in episode_specs(tasks, seed, group, offset, n_groups, 0)):
+        for j in range(group_size):
+            eid = first_id + i * group_size + j
+            specs.append(EpisodeSpec(task_id=task, seed=seed * 1_000_003 + eid, episode_id=eid))
+    return specs
+
+
 # ---- the loop --------------------------------------------------------------------------------------------
 class _RankRun:
     """What a learner process other than rank 0 has of the run directory: it reads checkpoints, writes nothing."""
@@ -299,6 +340,7 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     Ray actors) and closes it at the end. ``on_episodes(iteration, episodes)`` sees every gathered batch
     (tests, tracing). Returns the last iteration's metrics (plus ``checkpoint``: the newest checkpoint's path).
     """
+    n_groups = groups_per_batch(config) if config.algorithm == "grpo" else 0
     dp = data_parallel(config.device)
     if dp.world > 1 and (config.workers or (backend is not None and backend.workers)):
         raise ValueError("Ray rollout workers and an accelerate launch of several learner processes do not mix: "
@@ -354,8 +396,12 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
                 replay.clear()  # the buffer holds successes of the current level only
             last_group = group
             t0 = time.perf_counter()
-            specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs,
-                                  episodes_done)
+            if config.algorithm == "grpo":
+                specs = group_episode_specs(tasks, config.seed, group, offset * n_groups, n_groups,
+                                            config.group_size, episodes_done)
+            else:
+                specs = episode_specs(tasks, config.seed, group, offset * config.num_envs, config.num_envs,
+                                      episodes_done)
             rollout = backend.play(players, specs, it)
             episodes, stats = rollout.episodes, rollout.stats
             for note in rollout.notes:
@@ -368,6 +414,10 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
                 upd = reinforce_update(policy, optimizer, episodes, replay, rng, config.temperature,
                                        config.max_grad_norm, config.minibatch, config.replay_episodes,
                                        config.baseline, config.entropy_coef, dp)
+            elif config.algorithm == "grpo":
+                upd = grpo_update(policy, optimizer, episodes, config.group_size, config.temperature,
+                                  config.max_grad_norm, config.minibatch, config.grpo_normalize_std,
+                                  config.grpo_advantage, config.kl_coef, config.entropy_coef, config.gamma, dp)
             else:
                 upd = ppo_update(policy, optimizer, episodes, rng, config.temperature, config.max_grad_norm,
                                  config.minibatch, config.ppo_epochs, config.ppo_clip, config.vf_coef,
