@@ -49,7 +49,7 @@ def test_packaged_smollm2_cpu_curve_smallest_run(tmp_path, monkeypatch):
     for name, rows in (("pool.jsonl", _rows("p", WORDS[:12])), ("eval.jsonl", _rows("e", WORDS[12:]))):
         (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_config(CurveConfig, CONFIG, [
-        f"pool={tmp_path}/pool.jsonl", f"eval={tmp_path}/eval.jsonl", f"out={tmp_path}/curve",
+        f"pool={tmp_path}/pool.jsonl", f"eval={tmp_path}/eval.jsonl", f"out={tmp_path}/curve", "tasks=[]",
         "pool_subsample=0", "eval_per_task=0", "strategies=[min-margin]", "budgets=[2, 4]", "seeds=[0]",
         "strategy_params.min-margin.max_new_tokens=4", "strategy_params.min-margin.batch_size=12",
         "sft.max_steps=1", "sft.batch_size=2", "sft.max_len=64", "max_new_tokens=4", "gen_batch_size=4",
@@ -76,3 +76,11 @@ def test_packaged_smollm2_cpu_curve_smallest_run(tmp_path, monkeypatch):
     assert len(sel) == 4 and sel[0]["params"]["model"] == "smollm2-135m"
     assert "zero_shot" in result and (out / "curve.png").exists() and (out / "summary.md").exists()
     assert logs[-1].startswith("[3/3] min-margin b=4 seed=0") and "ETA 0s" in logs[-1]
+
+
+def test_packaged_smollm2_cpu_curve_names_builtin_tasks():
+    # The sized config filters the built-in pool by task: a renamed or dropped task would only fail at run time.
+    from frugalft.design.builtin_pool import TASKS
+
+    cfg = load_config(CurveConfig, CONFIG, [])
+    assert len(cfg.tasks) == 10 and set(cfg.tasks) <= set(TASKS)
