@@ -132,3 +132,24 @@ def test_mismatched_tokenizer_is_a_clear_error(lm_tok):
         check_tokenizer_matches(small, tok, "reflection model")
     with pytest.raises(ReflectionError, match="reflection model"):
         Reflector(small, tok)
+
+
+def test_over_long_prompts_keep_their_end_as_the_warmup_does(policy, lm_tok):
+    # A state longer than the model reads (AutoExplore's `cat` of a file of non-ASCII text) is cut from the
+    # start, keeping "# Analyze:" / "# Action:" at the end, instead of stopping the run.
+    lm, tok = lm_tok
+    limit = lm.config.n_positions
+    filler = " ".join(["wall"] * limit)
+    a = {"task": "Go north.", "last_result": filler + " the end"}
+    b = {"task": "Go south, then east.", "last_result": filler + " the end"}  # differs only where it is cut
+    r = Reflector(lm, tok, max_new_tokens=4, temperature=0.0)
+    ra, rb = r.reflect([a, b])
+    assert ra == rb and isinstance(ra, str)
+
+    long_prompt = tok.encode(filler + " # Action:")
+    assert len(long_prompt) > limit
+    free = torch.ones((1, policy.n_labels), dtype=torch.bool)
+    with torch.no_grad():
+        cut, _ = policy([long_prompt], free)
+        tail, _ = policy([long_prompt[-limit:]], free)
+    torch.testing.assert_close(cut, tail)

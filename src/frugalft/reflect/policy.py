@@ -105,11 +105,9 @@ class Policy(nn.Module):
     def forward(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor,
                 temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Label logits (batch, n_labels) divided by ``temperature``, -inf where not ``valid``; and values."""
-        if self.max_positions is not None:
-            longest = max(len(p) for p in prompts)
-            if longest > self.max_positions:
-                raise ValueError(f"a policy prompt has {longest} tokens; the model reads at most "
-                                 f"{self.max_positions} (shorten the reflection cap or the horizon)")
+        if self.max_positions is not None and max(len(p) for p in prompts) > self.max_positions:
+            # Keep the end (the action list and "# Action:"), as the warm-up's SFT truncation does.
+            prompts = [p[-self.max_positions:] for p in prompts]
         ids, mask, pos = collate_left(prompts, self.pad_id, self.device)
         with attention_backends(self.device):
             hidden = last_token_hidden(trunk_hidden_positions(self.lm, ids, mask, pos), mask)

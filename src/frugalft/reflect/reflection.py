@@ -98,9 +98,13 @@ class Reflector:
         limit = getattr(self.model.config, "n_positions", None) or getattr(
             self.model.config, "max_position_embeddings", None)
         if limit is not None and max(map(len, prompts)) + self.max_new_tokens > limit:
-            raise ReflectionError(
-                f"reflection prompt of {max(map(len, prompts))} tokens + {self.max_new_tokens} new tokens "
-                f"exceeds the reflection model's {limit} positions")
+            # A state can be longer than the model reads (AutoExplore's `cat` of a file of non-ASCII text is
+            # ~2 tokens a character). Keep its end, where "# Analyze:" is, as the warm-up's SFT truncation does.
+            keep = limit - self.max_new_tokens
+            if keep < 1:
+                raise ReflectionError(f"{self.max_new_tokens} new tokens leave no room for a prompt in the "
+                                      f"reflection model's {limit} positions")
+            prompts = [p[-keep:] for p in prompts]
         device = next(self.model.parameters()).device
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
         ids, mask, _ = collate_left(prompts, pad, device)
