@@ -43,6 +43,8 @@ ROOT = Path(__file__).resolve().parent
 
 def _pairs(n: int, pool: str) -> list[tuple[str, str]]:
     """The first ``n`` pool pairs: the built pool when present, else a small in-memory build."""
+    if Path(pool).is_dir():  # a `frugalft pool build` directory
+        pool = str(Path(pool) / "pool.jsonl")
     if Path(pool).exists():
         with open(pool, encoding="utf-8") as f:
             rows = [json.loads(line) for _, line in zip(range(n), f, strict=False)]
@@ -425,7 +427,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2, help="first steps left out of the timing")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-len", type=int, default=128)
-    p.add_argument("--pool", default="runs/pool/pool.jsonl", help="built pool (else a small in-memory build)")
+    p.add_argument("--pool", default="runs/pool/pool.jsonl", help="built pool: pool.jsonl or its directory (else a small in-memory build)")
     p.add_argument("--lora-dropout", type=float, default=None, help="LoRA dropout, all sides (default: "
                    "SFTConfig's 0.05)")
     p.add_argument("--sides", default=",".join(SIDES), help=f"comma-separated subset of {', '.join(SIDES)}")
