@@ -10,7 +10,14 @@ from frugalft.models.heads import (
     trunk_hidden,
 )
 from frugalft.models.lora import LoraSettings, add_lora
-from frugalft.models.registry import EMBEDDED, ModelError, count_parameters, load_model, resolve_device
+from frugalft.models.registry import (
+    EMBEDDED,
+    ModelError,
+    count_parameters,
+    load_model,
+    max_positions,
+    resolve_device,
+)
 
 __all__ = [
     "EMBEDDED",
@@ -25,6 +32,7 @@ __all__ = [
     "label_token_ids",
     "last_token_hidden",
     "load_model",
+    "max_positions",
     "resolve_device",
     "trunk_hidden",
 ]

@@ -138,6 +138,12 @@ def _smollm2_dir() -> Path:
     return target
 
 
+def max_positions(model: torch.nn.Module) -> int | None:
+    """How many tokens the model reads: GPT-2's ``n_positions``, Llama's ``max_position_embeddings``, else None."""
+    config = model.config
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+
+
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts, counting tied weights once."""
     seen: set[int] = set()

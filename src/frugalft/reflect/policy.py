@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from frugalft.models import LabelHead, ValueHead, last_token_hidden
+from frugalft.models import LabelHead, ValueHead, last_token_hidden, max_positions
 
 
 def collate_left(
@@ -95,8 +95,7 @@ class Policy(nn.Module):
         self.value_head = ValueHead(lm.config.hidden_size) if value_head else None
         self.pad_id = pad_id
         self.n_labels = len(label_ids)
-        self.max_positions = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings",
-                                                                                  None)
+        self.max_positions = max_positions(lm)
 
     @property
     def device(self) -> torch.device:

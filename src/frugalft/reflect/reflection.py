@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
+from frugalft.models import max_positions
 from frugalft.reflect.policy import attention_backends, collate_left
 from frugalft.reflect.prompts import encode_reflection_prompt
 
@@ -95,8 +96,7 @@ class Reflector:
             return [None] * len(states)
         assert self.model is not None and self.tokenizer is not None
         prompts = [encode_reflection_prompt(self.tokenizer, parts) for parts in states]
-        limit = getattr(self.model.config, "n_positions", None) or getattr(
-            self.model.config, "max_position_embeddings", None)
+        limit = max_positions(self.model)
         if limit is not None and max(map(len, prompts)) + self.max_new_tokens > limit:
             # A state can be longer than the model reads (AutoExplore's `cat` of a file of non-ASCII text is
             # ~2 tokens a character). Keep its end, where "# Analyze:" is, as the warm-up's SFT truncation does.
