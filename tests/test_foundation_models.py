@@ -91,3 +91,19 @@ def test_lora_trains_only_adapters_and_value_head_starts_at_zero():
     h = trunk_hidden(peft_model, ids)
     assert h.shape == (1, 3, 64)
     assert torch.equal(ValueHead(64)(h), torch.zeros(1, 3))
+
+
+def test_tiny_models_fused_gelu_is_gpt2s_tanh_gelu():
+    """The embedded models run GPT-2's tanh GELU as one fused kernel; the logits equal those of the same weights
+    with transformers' five-op ``gelu_new``."""
+    from transformers.activations import NewGELUActivation
+
+    model, tok = load_model("tiny-test", device="cpu", seed=3)
+    assert model.config.activation_function == "gelu_pytorch_tanh"
+    ids = torch.tensor([tok("the taxi goes north, then east").input_ids])
+    with torch.no_grad():
+        fused = model(ids).logits
+        for block in model.transformer.h:
+            block.mlp.act = NewGELUActivation()
+        reference = model(ids).logits
+    torch.testing.assert_close(fused, reference, atol=1e-5, rtol=1e-5)

@@ -98,6 +98,9 @@ def build_tiny(name: str, seed: int = 0) -> tuple[GPT2LMHeadModel, PreTrainedTok
         bos_token_id=tok.eos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.eos_token_id,
+        # GPT-2's tanh GELU as one fused kernel: the same function as "gelu_new", which runs it as five
+        # element-wise ops and costs ~12% of a tiny model's CPU training step.
+        activation_function="gelu_pytorch_tanh",
     )
     # Seed a private generator around init so building a model never perturbs the caller's RNG stream.
     with torch.random.fork_rng(devices=[]):

@@ -203,6 +203,12 @@ def _load_base(config: WarmupConfig, start: str | Path | None = None):
     """The model a player starts from: the base model, or ``start`` (a model directory)."""
     name = str(start) if start is not None else config.model
     lm, tok = load_model(name, device=config.device, dtype=config.dtype, seed=config.seed)
+    device = next(lm.parameters()).device
+    if device.type == "cpu" and isinstance(autocast_context(config, device), torch.autocast):
+        # PyTorch's CPU flash attention runs its bf16 backward ~3x slower than its float32 one; at these short
+        # sequences plain matmul attention makes a tiny-env step 1.2x faster (docs/benchmarks.md). Not saved
+        # with the model: RL and evaluation run in float32, where SDPA is the faster one.
+        lm.set_attn_implementation("eager")
     if config.lora:
         lm = add_lora(lm, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout))
     lm.train()
