@@ -176,3 +176,42 @@ def test_builtin_repos_come_from_the_pinned_snapshot(test_env):
     assert root.name == "packaging-26.4" and (root / "PKG-INFO").read_text().startswith("Metadata-Version:")
     assert not list(root.rglob("__pycache__")) and (root / "packaging" / "version.py").is_file()
     assert {t.root for t in test_env.tasks.values()} == {str(builtin_repo(p)) for p, *_ in BUILTIN_REPOS}
+
+
+def _shop(tmp_path: Path) -> Path:
+    """A four-file package where each file defines one class: the tasks are "which file defines class X"."""
+    pkg = tmp_path / "shop" / "shop"
+    pkg.mkdir(parents=True)
+    for name, cls in [("alpha", "Basket"), ("beta", "Invoice"), ("gamma", "Receipt"), ("delta", "Voucher")]:
+        (pkg / f"{name}.py").write_text(f'"""Part {name} of a demo shop."""\n\n\nclass {cls}:\n    """A {cls.lower()}."""\n')
+    return tmp_path / "shop"
+
+
+def test_searching_oracle_reads_the_folder_in_listed_order_until_the_answer_shows(tmp_path):
+    from frugalft.reflect.teachers import TeacherConfig, make_teacher
+    from frugalft.reflect.warmup_data import situation_of
+
+    repo = str(_shop(tmp_path))
+    teacher = make_teacher(TeacherConfig(kind="oracle", brief=True))
+    runs = {}
+    for search, horizon in ((False, 15), (True, 15), (True, 4)):
+        env = AutoExplore(repos=[repo], split="train", horizon=horizon, oracle_search=search)
+        tid = next(t for t, task in env.tasks.items() if "Voucher" in task.question)
+        obs, info = env.reset(seed=0, options={"task_id": tid})
+        played, reflections, done = [], [], False
+        while not done:
+            reflections.append(teacher.reflect(situation_of("autoexplore", env, obs, info)))
+            played.append(env.oracle_action())
+            obs, _, term, trunc, info = env.step(played[-1])
+            done = term or trunc
+        runs[search, horizon] = played, reflections, info["success"]
+    assert runs[False, 15][:1] == (["cd shop", "cat delta.py", "id delta.py"],)
+    # listed order is alphabetical: alpha, beta, delta (the answer), then it is named
+    played, reflections, success = runs[True, 15]
+    assert played == ["cd shop", "cat alpha.py", "cat beta.py", "cat delta.py", "id delta.py"] and success
+    assert reflections[1:] == ["Answer is in this folder; read the next file.",
+                               "Last file is not it. Answer is in this folder; read the next file.",
+                               "Last file is not it. Answer is in this folder; read the next file.",
+                               "Last file answers it. Found: answer now."]
+    # the search fails honestly when the answer is listed too far down for the horizon
+    assert runs[True, 4][0] == played[:4] and not runs[True, 4][2]

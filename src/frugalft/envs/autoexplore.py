@@ -38,7 +38,8 @@ class AutoExplore(TextEnv):
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", repos: list[str] | None = None, hide_prob: float = 0.0,
                  view_lines: int = 40, view_chars: int = 1600, max_bytes: int = 65536, max_entries: int = 60,
-                 oracle_reads: bool = True, test_tasks: str = "all", render_mode: str | None = None) -> None:
+                 oracle_reads: bool = True, oracle_search: bool = False, test_tasks: str = "all",
+                 render_mode: str | None = None) -> None:
         """
         repos: folders to build tasks from instead of the built-in repositories.
         hide_prob: chance of hiding each entry that is not on the way to the answer (training split only).
@@ -46,6 +47,11 @@ class AutoExplore(TextEnv):
         max_bytes: cap on the bytes read from one file.
         max_entries: cap on the entries listed per folder (answers always lie within it).
         oracle_reads: the oracle `cat`s the answer file before naming it (one step more than the shortest).
+        oracle_search: in the answer's folder the oracle reads the files in listed order until one shows the
+            answer, then names it: a search a policy can copy from what it sees, where the direct oracle's
+            straight line to the answer file shows a name-to-file mapping only knowledge of the repository
+            gives. It walks to the folder as the direct oracle does, and fails when the answer is listed too
+            far down for the horizon.
         test_tasks: "all", "unseen_repos" (repositories with no training task) or "held_out" (new questions
             about training repositories): which part of the test split to use.
         """
@@ -61,6 +67,7 @@ class AutoExplore(TextEnv):
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.oracle_reads = oracle_reads
+        self.oracle_search = oracle_search
         self.test_tasks = test_tasks
         args = (view_lines, view_chars, max_entries, max_bytes)
         tasks = user_tasks(self.repos, *args) if self.repos else builtin_tasks(*args)
@@ -186,6 +193,9 @@ class AutoExplore(TextEnv):
             return "cd .."
         if len(self.cwd) < len(folder):
             return f"cd {folder[len(self.cwd)]}"
+        if self.oracle_search and self.target not in self.read:
+            unread = [f for f in self._listing[1] if (*self.cwd, f) not in self.read]
+            return f"cat {unread[0]}"  # the answer is listed and unread, so there is one
         if self.oracle_reads and self.target not in self.read:
             return f"cat {file}"
         return f"id {file}"
@@ -215,4 +225,5 @@ class AutoExplore(TextEnv):
             "next_dir": next_dir,
             "last_cat_showed_evidence": shown,
             "last_cat": "/".join(self.last_cat) if self.last_cat else None,
+            "search": self.oracle_search,
         }

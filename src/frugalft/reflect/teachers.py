@@ -207,6 +207,9 @@ def _explore_reflection(s: Situation, reveal: bool) -> str:
     if oracle.startswith("id "):
         sentences.append(f"The answer is {file} in this folder; name it now." if reveal else
                          "The answer is found; name that file now.")
+    elif p.get("in_answer_folder") and p.get("search"):
+        sentences.append(f"The answer is one of the files in this folder; read the next one, {oracle[4:]}." if reveal
+                         else "The answer is one of the files in this folder; read them in order until one shows it.")
     elif p.get("in_answer_folder"):
         sentences.append(f"The answer is here: read {file} to confirm." if reveal else
                          "The answer is one of the files in this folder; read the one whose name fits the question.")
@@ -229,7 +232,8 @@ def _explore_brief(s: Situation, reveal: bool) -> str:
     if oracle.startswith("id "):
         out.append("Found: answer now.")
     elif p.get("in_answer_folder"):
-        out.append("Answer is in this folder; read it.")
+        out.append("Answer is in this folder; read the next file." if p.get("search") else
+                   "Answer is in this folder; read it.")
     elif p.get("answer_under_cwd"):
         out.append("Answer is deeper; go down.")
     else:
