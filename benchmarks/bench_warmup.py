@@ -1,11 +1,14 @@
-"""Reflect-RL's CPU pipeline before and after the `tiny-env` defaults, in the same run (issue 11 item 3).
+"""Reflect-RL's CPU pipeline under successive defaults, in the same run (issue 11 item 3, then its kernels).
 
-Both sides train the two players on the same DangerousTaxi pickup warm-up data (the same oracle episodes,
-batches drawn from the same seed) and decode the same reflection prompts:
+Every side trains the two players on the same DangerousTaxi pickup warm-up data (the same oracle episodes,
+batches drawn from the same seed) and decodes the same reflection prompts:
 - ``before``: `tiny` (GPT-2's 50,257-token BPE), dropout 0.1, float32, the observation with its legend
-  (the packaged CPU configs until this change);
-- ``after``: `tiny-env` (the 4,096-token environment BPE), no dropout, bf16 autocast on CPUs that have it,
-  the observation without the legend (``DangerousTaxi(legend=False)``).
+  (the packaged CPU configs until issue 11);
+- ``tiny-env``: `tiny-env` (the 4,096-token environment BPE), no dropout, bf16 autocast on CPUs that have it,
+  the observation without the legend (``DangerousTaxi(legend=False)``), with GPT-2's five-op ``gelu_new`` and
+  SDPA attention (issue 11's defaults);
+- ``after``: today's defaults: as ``tiny-env``, with the fused tanh GELU and the warm-up's own choice of
+  attention (``use_training_attention``: matmul attention under bf16 autocast on a CPU).
 
 Reported per side: warm-up examples/s of each player (optimizer steps of ``--batch`` examples, after two
 untimed steps), reflection decoding tokens/s (batch ``--decode-batch``, greedy, ``--reflection-tokens``
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers.activations import NewGELUActivation
 
 from frugalft.atomic import write_json
 from frugalft.models import load_model
@@ -41,14 +45,29 @@ from frugalft.reflect.warmup import (
     encode_reflection_set,
     masked_lm_loss,
     read_jsonl,
+    use_training_attention,
 )
 from frugalft.reflect.warmup_data import DataConfig
 from frugalft.reflect.warmup_data import generate as generate_data
 
 SIDES = {
-    "before": {"model": "tiny", "autocast": "off", "env_kwargs": {}},
-    "after": {"model": "tiny-env", "autocast": "auto", "env_kwargs": {"legend": False}},
+    "before": {"model": "tiny", "autocast": "off", "env_kwargs": {}, "legacy_kernels": True},
+    "tiny-env": {"model": "tiny-env", "autocast": "auto", "env_kwargs": {"legend": False}, "legacy_kernels": True},
+    "after": {"model": "tiny-env", "autocast": "auto", "env_kwargs": {"legend": False}, "legacy_kernels": False},
 }
+
+
+def load_side(spec: dict, cfg: WarmupConfig, train: bool):
+    """The side's model: with ``legacy_kernels``, GPT-2's five-op GELU and SDPA attention (the defaults before
+    the fused GELU); else as the warm-up loads it (for training) or as RL does (for decoding)."""
+    lm, tok = load_model(spec["model"], device="cpu", seed=0)
+    if spec["legacy_kernels"]:
+        for block in lm.transformer.h:
+            block.mlp.act = NewGELUActivation()
+    elif train:
+        use_training_attention(lm, cfg)
+    lm.train(train)
+    return lm, tok
 
 
 def timed_steps(loss_of, params, n_examples: int, batch: int, steps: int, autocast) -> float:
@@ -72,10 +91,9 @@ def side(name: str, data: Path, args) -> dict:
     spec = SIDES[name]
     cfg = WarmupConfig(model=spec["model"], device="cpu", autocast=spec["autocast"], batch_size=args.batch)
     rows = read_jsonl(data / "policy.jsonl")
-    out: dict = {"model": spec["model"], "autocast": spec["autocast"], "env_kwargs": spec["env_kwargs"]}
+    out: dict = {k: spec[k] for k in ("model", "autocast", "env_kwargs", "legacy_kernels")}
 
-    lm, tok = load_model(spec["model"], device="cpu", seed=0)
-    lm.train()
+    lm, tok = load_side(spec, cfg, train=True)
     autocast = autocast_context(cfg, torch.device("cpu"))
     refl = encode_reflection_set(tok, rows, cfg.max_length)
 
@@ -87,7 +105,7 @@ def side(name: str, data: Path, args) -> dict:
                                                    args.steps, autocast)
     out["reflection_example_tokens"] = sum(len(r[0]) for r in refl) / len(refl)
 
-    lm.eval()
+    lm, tok = load_side(spec, cfg, train=False)
     prompts = [encode_reflection_prompt(tok, r["parts"]) for r in rows[: args.decode_batch]]
     ids, mask, _ = collate_left(prompts, tok.pad_token_id)
     with torch.no_grad():
@@ -96,8 +114,7 @@ def side(name: str, data: Path, args) -> dict:
         new = generate(lm, ids, mask, args.reflection_tokens, 0.0, -1, tok.pad_token_id)  # eos -1: never stops
         out["decode_tokens_per_s"] = new.numel() / (time.perf_counter() - start)
 
-    lm, tok = load_model(spec["model"], device="cpu", seed=0)
-    lm.train()
+    lm, tok = load_side(spec, cfg, train=True)
     alphabet = alphabet_of(cfg)
     policy = Policy(lm, alphabet.check(tok), tok.pad_token_id)
     examples = encode_policy_set(tok, rows, alphabet, cfg.max_length, 0)
@@ -136,6 +153,7 @@ def main() -> None:
             print(name, {k: round(v, 1) if isinstance(v, float) else v for k, v in result[name].items()}, flush=True)
     for key in ("reflection_examples_per_s", "policy_examples_per_s", "decode_tokens_per_s"):
         result[f"speedup_{key}"] = result["after"][key] / result["before"][key]
+        result[f"speedup_kernels_{key}"] = result["after"][key] / result["tiny-env"][key]
     result["load_after"] = os.getloadavg()
     write_json(args.out, result)
     print({k: round(v, 2) for k, v in result.items() if k.startswith("speedup")})

@@ -203,16 +203,21 @@ def _load_base(config: WarmupConfig, start: str | Path | None = None):
     """The model a player starts from: the base model, or ``start`` (a model directory)."""
     name = str(start) if start is not None else config.model
     lm, tok = load_model(name, device=config.device, dtype=config.dtype, seed=config.seed)
-    device = next(lm.parameters()).device
-    if device.type == "cpu" and isinstance(autocast_context(config, device), torch.autocast):
-        # PyTorch's CPU flash attention runs its bf16 backward ~3x slower than its float32 one; at these short
-        # sequences plain matmul attention makes a tiny-env step 1.2x faster (docs/benchmarks.md). Not saved
-        # with the model: RL and evaluation run in float32, where SDPA is the faster one.
-        lm.set_attn_implementation("eager")
+    use_training_attention(lm, config)
     if config.lora:
         lm = add_lora(lm, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout))
     lm.train()
     return lm, tok
+
+
+def use_training_attention(lm: torch.nn.Module, config: WarmupConfig) -> None:
+    """Matmul ("eager") attention for SFT under bf16 autocast on a CPU: PyTorch's CPU flash attention runs its
+    bf16 backward ~3x slower than its float32 one, and at a few hundred tokens plain matmuls make a tiny-env
+    step ~1.2x faster (benchmarks/bench_warmup.py). Not saved with the model: RL and evaluation run in float32,
+    where SDPA is the faster one."""
+    device = next(lm.parameters()).device
+    if device.type == "cpu" and isinstance(autocast_context(config, device), torch.autocast):
+        lm.set_attn_implementation("eager")
 
 
 def save_model(lm: torch.nn.Module, tokenizer, path: Path) -> Path:
