@@ -225,3 +225,24 @@ def test_token_f1_against_hand_counts():
     # 2 shared words of 3 generated and 4 reference: P = 2/3, R = 1/2, F1 = 4/7.
     assert token_f1("go north now", "go north two steps") == pytest.approx(4 / 7)
     assert token_f1("", "anything") == 0.0
+
+
+def test_warmup_cuts_examples_to_the_positions_the_model_reads(small_sets, tmp_path):
+    """tiny-test reads 512 positions; a 1,024-token max_length must not let a longer prompt through (it would
+    index past the position table), and the kept end of the example is what RL reads."""
+    from frugalft.models import load_model
+    from frugalft.reflect.warmup import sft_max_length
+
+    cfg = WarmupConfig(model="tiny-test", device="cpu", reflection_steps=1, policy_steps=1, batch_size=2,
+                       max_length=1024, log_every=1, checkpoint_every=100, val_fraction=0.0, seed=0)
+    lm, tok = load_model("tiny-test", device="cpu", seed=0)
+    assert sft_max_length(cfg, lm) == 512
+    rows = [json.loads(line) for line in (small_sets / "reflection.jsonl").read_text().splitlines()][:2]
+    rows[0]["parts"]["history"] = "1. north\n" * 400  # ~1,600 GPT-2 tokens
+    long_set = tmp_path / "reflection.jsonl"
+    long_set.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    encoded = encode_reflection_set(tok, rows, sft_max_length(cfg, lm))
+    assert len(encoded[0][0]) == 512 and len(encoded[1][0]) < 512
+    full = encode_reflection_set(tok, rows, 10_000)[0]
+    assert encoded[0] == (full[0][-512:], full[1][-512:])  # the start is cut, the target kept
+    train_reflection(cfg, long_set, tmp_path / "reflection", log=lambda *a: None)  # failed before the cut

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from frugalft.atomic import atomic_path, write_json, write_jsonl
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from frugalft.models import LoraSettings, add_lora, load_model, trunk_hidden
+from frugalft.models import LoraSettings, add_lora, load_model, max_positions, trunk_hidden
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.prompts import (
     DEFAULT_LABELS,
@@ -86,7 +86,8 @@ class WarmupConfig:
     lr: float = 1e-3  # AdamW; 1e-3 suits tiny models trained in full, ~2e-4 suits LoRA on a pretrained model
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm
-    max_length: int = 1024  # longer examples lose the start of their prompt (the target is always kept)
+    max_length: int = 1024  # longer examples lose the start of their prompt (the target is always kept); never
+    # more than the model reads (its max_positions), as RL cuts prompts
     labels: list[str] | None = None  # label alphabet; None = the authors' "0".."199", a-z, A-Z
     shuffle_labels: bool = False  # random label subsets per example (SPEC A.2); must match the RL config
     policy_loss: Literal["label_head", "full_vocab"] = "label_head"  # see the module docstring
@@ -208,6 +209,13 @@ def _load_base(config: WarmupConfig, start: str | Path | None = None):
         lm = add_lora(lm, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout))
     lm.train()
     return lm, tok
+
+
+def sft_max_length(config: WarmupConfig, lm: torch.nn.Module) -> int:
+    """``config.max_length``, cut to the positions the model reads: RL and the reflection model cut over-long
+    prompts to them, and the warm-up must not keep (or fail on) more."""
+    limit = max_positions(lm)
+    return min(config.max_length, limit) if limit else config.max_length
 
 
 def use_training_attention(lm: torch.nn.Module, config: WarmupConfig) -> None:
@@ -363,7 +371,7 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
     run = RunDir(out, config=config, resume=True)
     lm, tok = _load_base(config)
     rows = read_jsonl(data)
-    examples = encode_reflection_set(tok, rows, config.max_length)
+    examples = encode_reflection_set(tok, rows, sft_max_length(config, lm))
     train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
     pad = tok.pad_token_id
@@ -414,7 +422,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
     alphabet = alphabet_of(config)
     label_ids = alphabet.check(tok)
     rows = read_jsonl(data)
-    examples = encode_policy_set(tok, rows, alphabet, config.max_length, config.seed)
+    examples = encode_policy_set(tok, rows, alphabet, sft_max_length(config, lm), config.seed)
     train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
     policy = Policy(lm, label_ids, tok.pad_token_id)
