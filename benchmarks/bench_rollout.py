@@ -18,6 +18,9 @@ states), at each ``--decode-batch``, every row decoding the full ``--reflection-
 - ``loop``: ``reflection.generate`` with the per-episode generators (a host uniform per row per token);
 - ``loop_counter``: the same loop fed counter-based uniforms (what the sampling change alone buys);
 - ``static``: ``decoding.StaticDecoder`` (static KV cache; CUDA graphs on CUDA), same uniforms;
+- with ``--decode-batch 1,B``: ``reflection_ratio_vs_batch_1``, how many times faster B reflections of
+  ``--reflection-tokens`` are made as one batch than one at a time (prefill + tokens x step at each batch
+  size): the most batching can buy the reflection part of a rollout;
 - ``bound``: the bandwidth bound of one decode step, the model's bytes over the device's measured copy
   bandwidth (2 x bytes / time of a large on-device copy): tokens/s <= batch / (bytes / bandwidth). The KV
   cache's reads come on top, so the bound is optimistic at long prompts.
@@ -184,6 +187,13 @@ def decode_part(players, cfg: RLConfig, specs, batches: list[int], tokens: int, 
         for name in timed:
             row[name]["of_bound"] = round(row[name]["tokens_per_s"] / row["bound_tokens_per_s"], 4)
         out["batches"].append(row)
+        if b > 1 and out["batches"][0]["batch"] == 1:  # what batching can buy a reflection at all (Amdahl)
+            one = out["batches"][0]
+            for name in timed:
+                if name in one and "error" not in one[name]:
+                    single = one[name]["prefill_ms"] + tokens * one[name]["ms_per_step"]
+                    batched = row[name]["prefill_ms"] + tokens * row[name]["ms_per_step"]
+                    row[name]["reflection_ratio_vs_batch_1"] = round(b * single / batched, 2)
         print(f"decode batch {b} ({row['prompt_tokens']} prompt tokens, {tokens} new), per decode step: "
               + ", ".join(f"{k} {row[k]['ms_per_step']:.2f} ms = {row[k]['tokens_per_s']:.0f} tok/s "
                           f"({100 * row[k]['of_bound']:.1f}% of bound)" for k in timed)
