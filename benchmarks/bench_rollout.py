@@ -18,12 +18,15 @@ states), at each ``--decode-batch``, every row decoding the full ``--reflection-
 - ``loop``: ``reflection.generate`` with the per-episode generators (a host uniform per row per token);
 - ``loop_counter``: the same loop fed counter-based uniforms (what the sampling change alone buys);
 - ``static``: ``decoding.StaticDecoder`` (static KV cache; CUDA graphs on CUDA), same uniforms;
+  ``static_matmul``: its attention as matrix products instead of one SDPA kernel; ``static_eager``: without
+  graphs (CUDA); ``static_compiled`` (``--compile``): its forward through ``torch.compile``;
 - with ``--decode-batch 1,B``: ``reflection_ratio_vs_batch_1``, how many times faster B reflections of
   ``--reflection-tokens`` are made as one batch than one at a time (prefill + tokens x step at each batch
   size): the most batching can buy the reflection part of a rollout;
 - ``bound``: the bandwidth bound of one decode step, the model's bytes over the device's measured copy
   bandwidth (2 x bytes / time of a large on-device copy): tokens/s <= batch / (bytes / bandwidth). The KV
-  cache's reads come on top, so the bound is optimistic at long prompts.
+  cache's reads come on top: ``bound_with_kv`` adds them (prompt + half the new tokens per row, every layer's
+  keys and values), the tighter bound at long prompts and large batches.
 
     python benchmarks/bench_rollout.py [--quick] [--model tiny] [--device auto] [--parts rollout,decode]
 """
@@ -114,7 +117,8 @@ def reflection_prompts(tokenizer, env_kwargs: dict, specs, n: int) -> list[list[
     return [prompts[i % len(prompts)] for i in range(n)]
 
 
-def measure_decode(reflector, prompts: list[list[int]], tokens: int, repeats: int) -> dict:
+def measure_decode(reflector, prompts: list[list[int]], tokens: int, repeats: int, compiled: bool = False,
+                   only: set[str] | None = None) -> dict:
     """Each decoder on ``prompts`` (one batch), every row decoding ``tokens`` tokens: the prefill (a 1-token
     call) and the decode step ((T-token call - 1-token call) / (T - 1)), best of ``repeats`` interleaved runs."""
     lm, tok = reflector.model, reflector.tokenizer
@@ -130,12 +134,17 @@ def measure_decode(reflector, prompts: list[list[int]], tokens: int, repeats: in
                                            uniforms=counter_uniforms(keys, n)),
     }
     if supports(lm):
-        decoders = {"static": StaticDecoder(lm)}  # CUDA graphs on CUDA
+        decoders = {"static": StaticDecoder(lm),  # CUDA graphs on CUDA
+                    "static_matmul": StaticDecoder(lm, attention="matmul")}
         if device.type == "cuda":
             decoders["static_eager"] = StaticDecoder(lm, graphs=False)  # what the graphs add
+        if compiled:
+            decoders["static_compiled"] = StaticDecoder(lm, compile=True)  # + torch.compile'd step
         for name, dec in decoders.items():
             fns[name] = (lambda d: lambda n: d.generate(ids, mask, n, 1.0, never, tok.pad_token_id,
                                                         counter_uniforms(keys, n)))(dec)
+    if only:
+        fns = {k: f for k, f in fns.items() if k in only or k == "loop_counter"}  # the reference stays
     rows: dict = {"batch": batch, "prompt_tokens": int(ids.shape[1]), "new_tokens": tokens}
     for name, fn in list(fns.items()):
         try:
@@ -161,16 +170,25 @@ def measure_decode(reflector, prompts: list[list[int]], tokens: int, repeats: in
                       "ms_per_step": round(1000 * step, 3), "tokens_per_s": round(batch / step, 1),
                       # process CPU time (all threads): on a CPU other jobs share, the fairer comparison
                       "cpu_seconds": round(ct, 4), "cpu_ms_per_step": round(1000 * (ct - c1) / (tokens - 1), 3)}
-    if "static" in fns:  # same uniforms; near-uniform distributions let float rounding flip a draw
-        rows["rows_identical_to_loop_counter"] = int((fns["loop_counter"](tokens) == fns["static"](tokens))
-                                                     .all(1).sum())
+    # Same uniforms; near-uniform distributions let float rounding flip a draw.
+    reference = fns["loop_counter"](tokens)
+    for name in [n for n in fns if n.startswith("static")]:
+        suffix = "" if name == "static" else f"_{name}"
+        rows[f"rows_identical_to_loop_counter{suffix}"] = int((reference == fns[name](tokens)).all(1).sum())
     return rows
 
 
-NAMES = ("loop", "loop_counter", "static", "static_eager")
+NAMES = ("loop", "loop_counter", "static", "static_matmul", "static_eager", "static_compiled")
 
 
-def decode_part(players, cfg: RLConfig, specs, batches: list[int], tokens: int, repeats: int) -> dict:
+def kv_bytes(lm: torch.nn.Module, batch: int, length: float) -> float:
+    """Bytes of keys and values a decode step must read at ``length`` cached positions per row."""
+    cfg, p = lm.config, next(lm.parameters())
+    return 2 * cfg.n_layer * cfg.n_embd * batch * length * p.element_size()
+
+
+def decode_part(players, cfg: RLConfig, specs, batches: list[int], tokens: int, repeats: int,
+                compiled: bool = False, only: set[str] | None = None) -> dict:
     lm = players.reflector.model
     device = next(lm.parameters()).device
     nbytes = model_bytes(lm)
@@ -181,11 +199,16 @@ def decode_part(players, cfg: RLConfig, specs, batches: list[int], tokens: int, 
                  "graphs": device.type == "cuda", "batches": []}
     for b in batches:
         prompts = reflection_prompts(players.reflector.tokenizer, cfg.env_kwargs, specs, b)
-        row = measure_decode(players.reflector, prompts, tokens, repeats)
+        row = measure_decode(players.reflector, prompts, tokens, repeats, compiled, only)
         row["bound_tokens_per_s"] = round(b / step_bound, 1)
+        # With the cache the step must also read: the prompt plus, on average, half the new tokens.
+        kv_bound = (nbytes + kv_bytes(lm, b, row["prompt_tokens"] + (tokens - 1) / 2)) / bandwidth
+        row["bound_with_kv_ms_per_step"] = round(1000 * kv_bound, 4)
+        row["bound_with_kv_tokens_per_s"] = round(b / kv_bound, 1)
         timed = [k for k in NAMES if k in row and "error" not in row[k]]
         for name in timed:
             row[name]["of_bound"] = round(row[name]["tokens_per_s"] / row["bound_tokens_per_s"], 4)
+            row[name]["of_bound_with_kv"] = round(row[name]["tokens_per_s"] / row["bound_with_kv_tokens_per_s"], 4)
         out["batches"].append(row)
         if b > 1 and out["batches"][0]["batch"] == 1:  # what batching can buy a reflection at all (Amdahl)
             one = out["batches"][0]
@@ -197,7 +220,9 @@ def decode_part(players, cfg: RLConfig, specs, batches: list[int], tokens: int, 
         print(f"decode batch {b} ({row['prompt_tokens']} prompt tokens, {tokens} new), per decode step: "
               + ", ".join(f"{k} {row[k]['ms_per_step']:.2f} ms = {row[k]['tokens_per_s']:.0f} tok/s "
                           f"({100 * row[k]['of_bound']:.1f}% of bound)" for k in timed)
-              + f"; bound {1000 * step_bound:.3f} ms = {row['bound_tokens_per_s']:.0f} tok/s; prefill ms "
+              + f"; bound {1000 * step_bound:.3f} ms = {row['bound_tokens_per_s']:.0f} tok/s (with the KV cache "
+              + f"{row['bound_with_kv_ms_per_step']:.3f} ms: " + ", ".join(
+                  f"{k} {100 * row[k]['of_bound_with_kv']:.1f}%" for k in timed) + "); prefill ms "
               + ", ".join(f"{k} {row[k]['prefill_ms']:.1f}" for k in timed)
               + "; CPU ms per step " + ", ".join(f"{k} {row[k]['cpu_ms_per_step']:.2f}" for k in timed)
               + "".join(f"; {k} FAILED: {row[k]['error']}" for k in NAMES if k in row and "error" in row[k]))
@@ -218,6 +243,10 @@ def main() -> None:
                              "rollout-batched (the batched side only, both decoders), decode (decoders alone)")
     parser.add_argument("--decode-batch", default=None,
                         help="comma-separated batch sizes of the decode part (default 16; on CUDA 16,64)")
+    parser.add_argument("--compile", action="store_true",
+                        help="decode part: also time the static decoder with a torch.compile'd step")
+    parser.add_argument("--decoders", default=None, help="decode part: only these (comma-separated; "
+                        "loop_counter, the reference, always runs)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.json")
     args = parser.parse_args()
     model = args.model or ("tiny-test" if args.quick else "tiny")
@@ -283,7 +312,8 @@ def main() -> None:
     if "decode" in parts:
         default = "16,64" if device.type == "cuda" else "16"
         batches = [int(b) for b in (args.decode_batch or default).split(",")]
-        result["decode"] = decode_part(players, cfg, specs, batches, tokens, repeats)
+        only = set(args.decoders.split(",")) if args.decoders else None
+        result["decode"] = decode_part(players, cfg, specs, batches, tokens, repeats, args.compile, only)
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     write_json(args.out, result)
     print(f"wrote {args.out}")

@@ -62,8 +62,9 @@ def _batch(tok, prompts=PROMPTS):
     return collate_left(prompts, tok.pad_token_id)[:2]
 
 
+@pytest.mark.parametrize("attention", ["sdpa", "matmul"])
 @pytest.mark.parametrize("temperature", [0.0, 0.1])
-def test_static_decoder_picks_the_loop_decoders_tokens_on_shared_uniforms(lm_tok, temperature):
+def test_static_decoder_picks_the_loop_decoders_tokens_on_shared_uniforms(lm_tok, temperature, attention):
     # T = 0.1 rather than 1: this random-init model's next-token distribution is near uniform over 50k tokens,
     # where float rounding of the logits (two attention implementations) can move a draw across a CDF
     # boundary; sharper distributions leave the comparison to the decoders' logic.
@@ -71,7 +72,8 @@ def test_static_decoder_picks_the_loop_decoders_tokens_on_shared_uniforms(lm_tok
     ids, mask = _batch(tok)
     u = counter_uniforms(torch.arange(4) * 7_919 + 5, 12)
     loop = generate(lm, ids, mask, 12, temperature, tok.eos_token_id, tok.pad_token_id, uniforms=u)
-    static = StaticDecoder(lm).generate(ids, mask, 12, temperature, tok.eos_token_id, tok.pad_token_id, u)
+    static = StaticDecoder(lm, attention=attention).generate(ids, mask, 12, temperature, tok.eos_token_id,
+                                                             tok.pad_token_id, u)
     assert loop.shape == (4, 12) and torch.equal(static, loop)
     # Rows that end (eos: a token row 1 samples at step 3; pad differs from it) are padded the same way, and
     # the loop's stopping rule holds however often the static decoder checks for it.
@@ -79,7 +81,8 @@ def test_static_decoder_picks_the_loop_decoders_tokens_on_shared_uniforms(lm_tok
     loop = generate(lm, ids, mask, 12, temperature, eos, tok.pad_token_id, uniforms=u)
     assert (loop[1, 4:] == tok.pad_token_id).all()
     for every in (1, 5):
-        static = StaticDecoder(lm, check_every=every).generate(ids, mask, 12, temperature, eos, tok.pad_token_id, u)
+        static = StaticDecoder(lm, check_every=every, attention=attention).generate(
+            ids, mask, 12, temperature, eos, tok.pad_token_id, u)
         assert torch.equal(static, loop)
 
 

@@ -101,7 +101,7 @@ class _State:
     slot: torch.Tensor  # (1,) its cache slot (the same for every row: prompts are left-padded)
     t: torch.Tensor  # (1,) index of the token this step samples
     done: torch.Tensor  # (B,) bool: the row has emitted eos (or is batch padding)
-    valid: torch.Tensor  # (B, L) bool: cache slots a row may attend to
+    bias: torch.Tensor  # (B, 1, 1, L) additive attention mask in the model's dtype: 0 where a row may attend
     keys: list[torch.Tensor]  # per layer (B, H, L, D)
     values: list[torch.Tensor]
     u: torch.Tensor  # (B, T) float32 uniforms
@@ -113,10 +113,13 @@ class StaticDecoder:
 
     ``graphs``: capture the decode step in a CUDA graph (default: on CUDA); ``check_every``: tokens between
     host checks for "every row ended" (default 8 on CUDA, 1 elsewhere); ``max_graphs``: captured (batch,
-    length) buckets kept (each holds its own KV buffers)."""
+    length) buckets kept (each holds its own KV buffers); ``compile``: run the decode step through
+    ``torch.compile`` (the forward, not the sampling; the first call per shape compiles, tens of seconds);
+    ``attention``: the step's single-query attention as ``sdpa`` (one fused kernel) or ``matmul`` (two
+    batched matrix-vector products and a softmax)."""
 
     def __init__(self, model: nn.Module, graphs: bool | None = None, check_every: int | None = None,
-                 max_graphs: int = 4):
+                 max_graphs: int = 4, compile: bool = False, attention: str = "sdpa"):
         if not supports(model):
             raise ValueError(f"StaticDecoder implements GPT-2 self-attention models, not {type(model).__name__}")
         self.model = model
@@ -127,6 +130,10 @@ class StaticDecoder:
             raise ValueError("CUDA graphs need the model on a CUDA device")
         self.check_every = check_every or (8 if cuda else 1)
         self.max_graphs = max_graphs
+        if attention not in ("sdpa", "matmul"):
+            raise ValueError(f"attention must be sdpa or matmul, not {attention!r}")
+        self.attention = attention
+        self._forward = torch.compile(self._step_logits, dynamic=False) if compile else self._step_logits
         self._captured: OrderedDict[tuple, tuple[_State, torch.cuda.CUDAGraph]] = OrderedDict()
         cfg = model.config
         self.n_head = cfg.n_head
@@ -177,7 +184,7 @@ class StaticDecoder:
         return _State(
             tok=torch.zeros(rows, **long), pos=torch.zeros(rows, **long), slot=torch.zeros(1, **long),
             t=torch.ones(1, **long), done=torch.ones(rows, dtype=torch.bool, device=dev),
-            valid=torch.zeros((rows, length), dtype=torch.bool, device=dev),
+            bias=torch.full((rows, 1, 1, length), float("-inf"), dtype=dtype, device=dev),
             keys=[torch.zeros(shape, dtype=dtype, device=dev) for _ in range(layers)],
             values=[torch.zeros(shape, dtype=dtype, device=dev) for _ in range(layers)],
             u=torch.zeros((rows, new_tokens), dtype=torch.float32, device=dev),
@@ -216,9 +223,9 @@ class StaticDecoder:
             x = self._block_out(block, x, a)
         u = uniforms.to(device=self.device, dtype=torch.float32)
         first = sample_from_logits(self._logits(x[:, -1]), temperature, u=u[:, :1])
-        st.valid.zero_()
-        st.valid[:batch, :width] = valid
-        st.valid[batch:, 0] = True  # batch padding attends to one (zero) slot: finite, then ignored
+        st.bias.fill_(float("-inf"))
+        st.bias[:batch, 0, 0, :width].masked_fill_(valid, 0.0)
+        st.bias[batch:, 0, 0, 0] = 0.0  # batch padding attends to one (zero) slot: finite, then ignored
         st.u.zero_()
         st.u[:batch] = u
         st.done.fill_(True)
@@ -232,22 +239,30 @@ class StaticDecoder:
         st.out.zero_()
         return first
 
+    def _step_logits(self, st: _State) -> torch.Tensor:
+        """Feed ``tok`` at ``slot`` (cache written in place): the next token's logits."""
+        tr = self.model.transformer
+        x = (tr.wte(st.tok) + tr.wpe(st.pos))[:, None]
+        # One additive mask for every layer (a boolean one would be converted by each attention call).
+        st.bias.index_fill_(3, st.slot, 0.0)
+        for layer, block in enumerate(tr.h):
+            q, k, v = self._qkv(block, x)
+            keys, values = st.keys[layer], st.values[layer]
+            keys.index_copy_(2, st.slot, k)
+            values.index_copy_(2, st.slot, v)
+            if self.attention == "sdpa":
+                a = F.scaled_dot_product_attention(q, keys, values, attn_mask=st.bias, scale=self.scale)
+            else:  # one query per row: scores and mixing are batched matrix-vector products
+                scores = torch.matmul(q, keys.transpose(-1, -2)).mul_(self.scale).add_(st.bias)
+                a = torch.matmul(torch.softmax(scores, -1, dtype=torch.float32).to(values.dtype), values)
+            x = self._block_out(block, x, a)
+        return self._logits(x[:, -1])
+
     def _step(self, st: _State, temperature: float, eos_id: int, pad_id: int) -> None:
         """Feed ``tok`` at ``slot``, sample token ``t`` into ``out``, advance: in place, no host reads."""
         from frugalft.reflect.reflection import sample_from_logits
 
-        tr = self.model.transformer
-        x = (tr.wte(st.tok) + tr.wpe(st.pos))[:, None]
-        st.valid.index_fill_(1, st.slot, True)
-        attend = st.valid[:, None, None, :]
-        for layer, block in enumerate(tr.h):
-            q, k, v = self._qkv(block, x)
-            st.keys[layer].index_copy_(2, st.slot, k)
-            st.values[layer].index_copy_(2, st.slot, v)
-            a = F.scaled_dot_product_attention(q, st.keys[layer], st.values[layer], attn_mask=attend,
-                                               scale=self.scale)
-            x = self._block_out(block, x, a)
-        token = sample_from_logits(self._logits(x[:, -1]), temperature, u=st.u.index_select(1, st.t))
+        token = sample_from_logits(self._forward(st), temperature, u=st.u.index_select(1, st.t))
         token = torch.where(st.done, torch.full_like(token, pad_id), token)
         st.out.index_copy_(1, st.t, token[:, None])
         st.done.logical_or_(token == eos_id)
@@ -265,7 +280,7 @@ class StaticDecoder:
         while len(self._captured) >= self.max_graphs:
             self._captured.popitem(last=False)
         state = self._new_state(rows, length, new_tokens)
-        state.valid[:, 0] = True
+        state.bias[:, 0, 0, 0] = 0.0
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):  # warm-up off the capture (lazy inits, kernel choices)
