@@ -14,6 +14,7 @@ from frugalft.reflect.warmup import (
     Validation,
     WarmupConfig,
     _fit,
+    batch_indices,
     model_reflections,
     split_validation,
     train_policy,
@@ -41,6 +42,28 @@ def test_validation_split_holds_out_whole_tasks():
     assert split_validation(rows, 0.0, seed=7) == (list(range(len(rows))), [])
     with pytest.raises(ValueError, match="leaves no training task"):
         split_validation(_rows(2, 1), 0.9, seed=0)
+
+
+def test_length_grouped_batches_cover_a_block_once_and_pad_less():
+    rng = random.Random(0)
+    lengths = [rng.choice([rng.randint(200, 400), rng.randint(500, 1500)]) for _ in range(200)]
+    plain = [batch_indices(200, 16, 3, step) for step in range(8)]
+    assert plain == [batch_indices(200, 16, 3, step, lengths, groups=1) for step in range(8)]  # off: as before
+    grouped = [batch_indices(200, 16, 3, step, lengths, groups=8) for step in range(16)]
+    assert grouped == [batch_indices(200, 16, 3, step, lengths, groups=8) for step in range(16)]  # resumable
+    for block in (grouped[:8], grouped[8:]):  # a block: 8 batches, 128 distinct examples, each batch a
+        flat = [i for b in block for i in b]  # contiguous run of the block sorted by length
+        assert all(len(b) == 16 for b in block) and len(set(flat)) == 128
+        ranked = sorted(flat, key=lambda i: (lengths[i], i))
+        assert sorted(tuple(b) for b in block) == sorted(tuple(ranked[k:k + 16]) for k in range(0, 128, 16))
+    assert grouped[:8] != sorted(grouped[:8], key=lambda b: lengths[b[0]])  # served in a shuffled order
+
+    def padded(batches):
+        return sum(16 * max(lengths[i] for i in b) for b in batches)
+
+    many = [batch_indices(200, 16, 3, step, lengths, groups=8) for step in range(400)]
+    assert padded(many) < 0.75 * padded([batch_indices(200, 16, 3, step) for step in range(400)])
+    assert batch_indices(20, 16, 3, 5, lengths[:20], groups=8) == batch_indices(20, 16, 3, 5)  # too few to group
 
 
 class _Scripted:
@@ -151,10 +174,11 @@ def sets(tmp_path_factory):
     return out
 
 
-def test_players_validate_on_held_out_tasks(sets, tmp_path):
+@pytest.mark.parametrize("length_groups", [1, 4])
+def test_players_validate_on_held_out_tasks(sets, tmp_path, length_groups):
     cfg = WarmupConfig(model="tiny-test", device="cpu", reflection_steps=6, policy_steps=6, batch_size=8,
                        lr=3e-3, val_fraction=0.3, eval_every=3, patience=0, val_generate=4,
-                       reflection_tokens=8, log_every=3, seed=0)
+                       reflection_tokens=8, log_every=3, seed=0, length_groups=length_groups)
     train_reflection(cfg, sets / "reflection.jsonl", tmp_path / "reflection", log=lambda *a: None)
     train_policy(cfg, sets / "policy.jsonl", tmp_path / "policy", log=lambda *a: None)
     rows = [json.loads(line) for line in (sets / "policy.jsonl").read_text().splitlines()]
