@@ -128,5 +128,7 @@ def test_reflector_with_the_static_decoder(lm_tok):
     assert greedy.reflect(parts) == Reflector(lm, tok, max_new_tokens=6, temperature=0.0).reflect(parts)
     with pytest.raises(ValueError, match="CUDA"):
         StaticDecoder(lm, graphs=True)
+    with pytest.raises(ValueError, match="sdpa or matmul"):
+        StaticDecoder(lm, attention="flash")
     with pytest.raises(ValueError, match="decoder"):
         Reflector(lm, tok, decoder="fast")
