@@ -61,7 +61,8 @@ def main() -> None:
         data = run_data(exp, tmp, args.seed, log=lambda *a: None)
         _, warm, _ = exp.for_seed(args.seed)
         rows = read_jsonl(data / "policy.jsonl")
-        lengths = [len(e.prompt) for e in encode_policy_set(env_tokenizer(), rows, alphabet_of(warm), 1024, 0)]
+        lengths = [len(e.prompt) for e in encode_policy_set(env_tokenizer(), rows, alphabet_of(warm),
+                                                               warm.max_length, warm.seed)]
         result["policy_prompt_tokens"] = {"median": statistics.median(lengths), "max": max(lengths),
                                           "examples": len(lengths)}
         for side, groups in (("random", 1), ("grouped", args.groups)):

@@ -139,7 +139,7 @@ def measure_decode(reflector, prompts: list[list[int]], tokens: int, repeats: in
         if device.type == "cuda":
             decoders["static_eager"] = StaticDecoder(lm, graphs=False)  # what the graphs add
         if compiled:
-            decoders["static_compiled"] = StaticDecoder(lm, compile=True)  # + torch.compile'd step
+            decoders["static_compiled"] = StaticDecoder(lm, compile=True)  # + torch.compile'd forward
         for name, dec in decoders.items():
             fns[name] = (lambda d: lambda n: d.generate(ids, mask, n, 1.0, never, tok.pad_token_id,
                                                         counter_uniforms(keys, n)))(dec)
@@ -244,7 +244,7 @@ def main() -> None:
     parser.add_argument("--decode-batch", default=None,
                         help="comma-separated batch sizes of the decode part (default 16; on CUDA 16,64)")
     parser.add_argument("--compile", action="store_true",
-                        help="decode part: also time the static decoder with a torch.compile'd step")
+                        help="decode part: also time the static decoder with a torch.compile'd forward")
     parser.add_argument("--decoders", default=None, help="decode part: only these (comma-separated; "
                         "loop_counter, the reference, always runs)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "rollout.json")
