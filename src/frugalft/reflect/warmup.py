@@ -374,11 +374,14 @@ def _finish(name: str, lm: torch.nn.Module, tok, out: Path, stats: dict[str, Any
     return path
 
 
-def _scores_sorted(idx: list[int], limit: int, seed: int, lengths: list[int] | None = None) -> list[int]:
-    """The validation rows actually scored: a seeded ``limit`` of them (all when fewer), in index order, or
-    by length with ``lengths`` (batches of similar lengths pad less; the metrics do not depend on the order)."""
-    if len(idx) > limit:
-        idx = sorted(random.Random(f"val-rows-{seed}").sample(idx, limit))
+def _val_sample(idx: list[int], limit: int, seed: int) -> list[int]:
+    """The validation rows actually scored: a seeded ``limit`` of them (all when fewer), in index order."""
+    return sorted(random.Random(f"val-rows-{seed}").sample(idx, limit)) if len(idx) > limit else idx
+
+
+def _by_length(idx: list[int], lengths: list[int] | None) -> list[int]:
+    """``idx`` by length when ``lengths`` are given (batches of similar lengths pad less; the metrics do not
+    depend on the order), else unchanged."""
     return sorted(idx, key=lambda i: (lengths[i], i)) if lengths is not None else idx
 
 
@@ -404,9 +407,9 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
 
     validation = None
     if val_idx:
-        scored = _scores_sorted(val_idx, config.val_max_examples, config.seed)
-        generated = scored[: config.val_generate]
-        scored = _scores_sorted(scored, len(scored), config.seed, lengths)
+        scored = _val_sample(val_idx, config.val_max_examples, config.seed)
+        generated = scored[: config.val_generate]  # the first in index order, whatever the batching
+        scored = _by_length(scored, lengths)
         reflector = Reflector(lm, tok, max_new_tokens=config.reflection_tokens, temperature=0.0, enabled=True,
                               freeze=False)
         lm.train()  # the Reflector switched it to eval mode
@@ -466,7 +469,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
 
     validation = None
     if val_idx:
-        scored = _scores_sorted(val_idx, config.val_max_examples, config.seed, lengths)
+        scored = _by_length(_val_sample(val_idx, config.val_max_examples, config.seed), lengths)
 
         def score() -> dict[str, float]:
             nll = correct = 0.0
