@@ -3,11 +3,19 @@
 A recipe declares ``@dataclass class FooConfig`` whose fields (with their comments) are the documentation of
 its knobs. ``load_config(FooConfig, "configs/foo.yaml", ["lr=1e-3", "model.name=tiny"])`` reads the file,
 applies the overrides in order, and rejects any key the dataclass does not have, naming the valid ones.
+
+Values are checked at load, so a bad one is a one-line error naming its key rather than a crash (or a silently
+meaningless run) hours later: types strictly (a bool is not an int, a float is finite), and numeric ranges by
+the field's name through ``VALUE_RULES`` (``lr`` > 0, ``batch_size`` >= 1, ...). A field can override its rule
+with ``field(metadata={"min": 0})`` (keys ``min``, ``gt``, ``max``, ``lt``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -20,6 +28,162 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     pass
+
+
+# ---- YAML as users write numbers ----------------------------------------------------------------------------
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-4``, ``3e-5``, ``1E3`` as floats.
+
+    YAML 1.1 (PyYAML) wants a dot and a signed exponent (``1.0e-4``) and leaves ``1e-4`` a string; YAML 1.2
+    and every user mean a float. The extra resolver runs after the standard ones, so it only claims scalars
+    that would otherwise have been strings.
+    """
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."),
+)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` with YAML 1.2's exponent floats (``1e-4``): the reader of config files and overrides."""
+    return yaml.load(text, Loader=_Loader)  # safe: _Loader is a SafeLoader
+
+
+# ---- value rules ---------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """Allowed range of a numeric field (each bound optional): ``min <= x``, ``gt < x``, ``x <= max``, ``x < lt``."""
+
+    min: float | None = None
+    gt: float | None = None
+    max: float | None = None
+    lt: float | None = None
+
+    def admits(self, x: float) -> bool:
+        return ((self.min is None or x >= self.min) and (self.gt is None or x > self.gt)
+                and (self.max is None or x <= self.max) and (self.lt is None or x < self.lt))
+
+    def __str__(self) -> str:
+        parts = [f"{op} {v:g}" for op, v in ((">=", self.min), (">", self.gt), ("<=", self.max), ("<", self.lt))
+                 if v is not None]
+        return " and ".join(parts) or "any number"
+
+
+ANY = Bounds()
+NON_NEGATIVE = Bounds(min=0)
+POSITIVE = Bounds(gt=0)
+AT_LEAST_1 = Bounds(min=1)
+PROBABILITY = Bounds(min=0, max=1)
+SHARE = Bounds(min=0, lt=1)  # a share held out or dropped: 1 would leave nothing
+
+# Numeric ranges by field name: the first pattern (fnmatch) that matches ``Class.field`` or ``field`` wins, so
+# the exceptions, by class, come first. Elements of list and mapping fields (seeds, budgets, extra_seeds) are
+# checked one by one. A field no pattern matches is only type-checked; tests/test_config_values.py requires a
+# rule for every numeric field of the packaged configs. Where 0 or a negative value means something, the
+# comment says what.
+VALUE_RULES: tuple[tuple[str, Bounds], ...] = (
+    # -- exceptions (a name pattern below would be too strict)
+    ("RLConfig.eval_interval", NON_NEGATIVE),  # 0: no evaluation during training
+    ("SFTConfig.eval_every", NON_NEGATIVE),  # 0: held-out loss only at the end
+    ("SFTConfig.save_every", ANY),  # 0: checkpoint only at the end; < 0: never
+    ("SFTConfig.max_steps", NON_NEGATIVE),  # 0: run `epochs` instead
+    ("SFTConfig.eval_max", NON_NEGATIVE),  # 0: no held-out loss
+    ("TeacherConfig.temperature", NON_NEGATIVE),  # sent to a chat endpoint; 0: the same answer every time
+    ("reflection_temperature", NON_NEGATIVE),  # 0: greedy reflections
+    # -- optimisation
+    ("lr", POSITIVE),
+    ("*_lr", POSITIVE),
+    ("weight_decay", NON_NEGATIVE),
+    ("max_grad_norm", POSITIVE),  # clipping to 0 would zero every gradient
+    ("grad_clip", POSITIVE),
+    ("warmup_ratio", PROBABILITY),
+    ("*_coef", NON_NEGATIVE),  # entropy, value, KL: 0 switches the term off
+    ("ppo_clip", POSITIVE),
+    ("gamma", PROBABILITY),
+    ("gae_lambda", PROBABILITY),
+    ("temperature", POSITIVE),  # logits are divided by it (greedy decoding has its own switch)
+    # -- sizes and counts
+    ("batch_size", AT_LEAST_1),
+    ("*_batch_size", AT_LEAST_1),
+    ("minibatch", AT_LEAST_1),
+    ("num_envs", AT_LEAST_1),
+    ("group_size", AT_LEAST_1),  # GRPO's own check asks for >= 2
+    ("length_groups", AT_LEAST_1),  # 1: off
+    ("iterations", AT_LEAST_1),
+    ("epochs", AT_LEAST_1),
+    ("*_epochs", AT_LEAST_1),
+    ("*_steps", AT_LEAST_1),
+    ("*_interval", AT_LEAST_1),  # a modulus
+    ("*_every", AT_LEAST_1),  # a modulus
+    ("repeats", AT_LEAST_1),
+    ("episodes_per_task", AT_LEAST_1),
+    ("replay_episodes", AT_LEAST_1),
+    ("replay_capacity", NON_NEGATIVE),  # 0: no success replay
+    ("negatives_per_episode", NON_NEGATIVE),  # 0: no corrective examples
+    ("patience", NON_NEGATIVE),  # 0: never stop early
+    ("val_max_examples", AT_LEAST_1),
+    ("val_generate", NON_NEGATIVE),  # 0: skip the exact-match check
+    ("*_tokens", AT_LEAST_1),
+    ("max_len", AT_LEAST_1),
+    ("max_length", AT_LEAST_1),
+    ("max_words", AT_LEAST_1),
+    ("*max_tasks*", AT_LEAST_1),  # max_tasks, eval_max_tasks, max_tasks_per_level; null: all
+    ("tasks_per_level", AT_LEAST_1),  # null: all
+    ("pool_subsample", NON_NEGATIVE),  # 0: the whole pool
+    ("eval_per_task", NON_NEGATIVE),  # 0: every eval row
+    ("budgets", AT_LEAST_1),
+    ("reference_budget", NON_NEGATIVE),  # 0: the largest budget
+    ("levels", NON_NEGATIVE),
+    # -- LoRA
+    ("r", AT_LEAST_1),
+    ("lora_r", AT_LEAST_1),
+    ("alpha", AT_LEAST_1),
+    ("lora_alpha", AT_LEAST_1),
+    ("dropout", SHARE),
+    ("*_dropout", SHARE),
+    # -- shares and probabilities
+    ("val_fraction", SHARE),  # 0: no validation
+    ("eval_fraction", SHARE),  # 0: no held-out split
+    ("explore_prob", PROBABILITY),
+    # -- seeds (numpy's generators refuse negative ones)
+    ("seed", NON_NEGATIVE),
+    ("*_seed", NON_NEGATIVE),
+    ("*seeds", NON_NEGATIVE),  # seeds, extra_seeds
+    # -- scale-out and the teacher's endpoint
+    ("workers", NON_NEGATIVE),  # 0: in this process
+    ("cpus_per_worker", NON_NEGATIVE),
+    ("gpus_per_worker", NON_NEGATIVE),
+    ("timeout_s", POSITIVE),
+    ("backoff_s", NON_NEGATIVE),
+    ("max_retries", NON_NEGATIVE),
+)
+
+_BOUND_KEYS = ("min", "gt", "max", "lt")
+
+
+def value_rule(cls: type, f: dataclasses.Field) -> Bounds | None:
+    """The range ``f`` of ``cls`` must hold: its ``metadata`` bounds, else the first matching ``VALUE_RULES`` row."""
+    if any(k in f.metadata for k in _BOUND_KEYS):
+        return Bounds(**{k: f.metadata[k] for k in _BOUND_KEYS if k in f.metadata})
+    for name in (f"{cls.__name__}.{f.name}", f.name):
+        for pattern, bounds in VALUE_RULES:
+            if fnmatch.fnmatchcase(name, pattern):
+                return bounds
+    return None
+
+
+def _check_range(value: Any, bounds: Bounds, key: str) -> None:
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_range(v, bounds, f"{key}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _check_range(v, bounds, f"{key}.{k}")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not bounds.admits(value):
+        raise ConfigError(f"{key}: must be {bounds}, got {value!r}")
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -48,6 +212,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # ``X | None``: X's own message says more than the union's
+            raise ConfigError(errors[0])
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
     if origin is typing.Literal:
         if value not in typing.get_args(tp):
@@ -62,7 +228,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        (_, inner) = typing.get_args(tp) or (Any, Any)
+        return {k: _coerce(v, inner, f"{key}.{k}") for k, v in value.items()}
     if _is_dataclass_type(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping for {tp.__name__}, got {value!r}")
@@ -71,8 +238,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return float(value)
     if tp is bool and not isinstance(value, bool):
         raise ConfigError(f"{key}: expected true/false, got {value!r}")
-    if tp in (int, float, str) and not isinstance(value, tp):
+    # bool is a subclass of int: `batch_size: true` would otherwise be a batch of 1.
+    if tp in (int, float, str) and (not isinstance(value, tp) or isinstance(value, bool)):
         raise ConfigError(f"{key}: expected {tp.__name__}, got {value!r}")
+    if tp is float and not math.isfinite(value):
+        raise ConfigError(f"{key}: expected a finite float, got {value!r}")
     return value
 
 
@@ -83,8 +253,19 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys of {cls.__name__}: {', '.join(sorted(types_))}"
         )
-    kwargs = {k: _coerce(v, types_[k], prefix + k) for k, v in data.items()}
-    return cls(**kwargs)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for k, v in data.items():
+        kwargs[k] = _coerce(v, types_[k], prefix + k)
+        bounds = value_rule(cls, fields[k])
+        if bounds is not None:
+            _check_range(kwargs[k], bounds, prefix + k)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except ValueError as e:  # a __post_init__ check (e.g. GRPO's group_size): still a config mistake
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from e
 
 
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
@@ -102,7 +283,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override {text!r} must look like key=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.strip(), ""
+    try:
+        return key.strip(), safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: not valid YAML: {' '.join(str(e).split())}") from e
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
@@ -112,7 +298,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         try:
-            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            loaded = safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"{path}: not valid YAML: {e}") from e
         if not isinstance(loaded, dict):

@@ -13,6 +13,9 @@ T = TypeVar("T")
 
 ConfigOption = typer.Option(None, "--config", "-c", help="YAML config file (its keys are the recipe's fields).")
 SetOption = typer.Option(None, "--set", "-s", help="Override a config key: --set lr=1e-4 --set model.name=tiny")
+RestartOption = typer.Option(False, "--restart",
+                             help="Start this stage over: clear its run directory (checkpoints, metrics, config.yaml, "
+                                  "results; run.log is kept) instead of resuming it, e.g. after a config change.")
 ReportToOption = typer.Option(None, "--report-to",
                               help="Also log metrics to tensorboard (<run>/tensorboard/) or wandb (offline without "
                                    "WANDB_API_KEY); none: metrics.jsonl only. Default: the config's report_to.")

@@ -1,0 +1,188 @@
+"""Config values as users write them (``1e-4``), and checked at load: types and ranges, one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+
+import pytest
+from typer.testing import CliRunner
+
+from frugalft.config import ConfigError, dump_yaml, load_config, parse_override, value_rule
+from frugalft.eval.curve import CurveConfig
+from frugalft.reflect.table import ExperimentConfig
+from frugalft.reflect.train import RLConfig
+from frugalft.sft.train import SFTConfig
+
+ROOTS = (ExperimentConfig, RLConfig, SFTConfig, CurveConfig)  # every class the CLI loads with load_config
+PACKAGED = {"rl": ExperimentConfig, "sft": SFTConfig, "curve": CurveConfig}
+
+
+@dataclass
+class Small:
+    lr: float = 1e-3
+    steps: int = 10
+    note: str = ""
+    widths: list[float] = field(default_factory=list)
+    floor: int = field(default=5, metadata={"min": 2})  # a per-field override of the table
+
+
+# ---- numbers as users write them ---------------------------------------------------------------------------
+@pytest.mark.parametrize(("text", "value"), [("1e-4", 1e-4), ("3e-5", 3e-5), ("1E3", 1e3), ("-2.5e+2", -250.0),
+                                             (".5e1", 5.0), ("1.0e-4", 1e-4), ("0.001", 1e-3), ("2", 2)])
+def test_exponent_numbers_are_floats_in_overrides(text, value):
+    key, parsed = parse_override(f"lr={text}")
+    assert key == "lr" and parsed == value and type(parsed) is type(value)
+
+
+def test_exponent_numbers_are_floats_in_files_and_set(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("warmup:\n  lr: 1e-3\nrl:\n  lr: 3e-5\n  weight_decay: 1E-3\n  env_kwargs: {scale: 1e2}\n")
+    cfg = load_config(ExperimentConfig, path, ["rl.max_grad_norm=5e-1"])
+    assert cfg.warmup.lr == 1e-3 and cfg.rl.lr == 3e-5 and cfg.rl.weight_decay == 1e-3
+    assert cfg.rl.max_grad_norm == 0.5 and cfg.rl.env_kwargs == {"scale": 100.0}
+    assert load_config(Small, None, ["lr=1e-4", "widths=[1e-1, 2E0]"]) == Small(lr=1e-4, widths=[0.1, 2.0])
+    # Strings that merely start with digits stay strings.
+    assert parse_override("model=1e-4x")[1] == "1e-4x" and parse_override("v=2024-01-01")[1] != "2024-01-01"
+
+
+def test_exponent_number_is_still_not_an_int():
+    with pytest.raises(ConfigError, match=r"^steps: expected int, got 1000\.0$"):
+        load_config(Small, None, ["steps=1e3"])
+    with pytest.raises(ConfigError, match="rl.iterations: expected int"):
+        load_config(ExperimentConfig, None, ["rl.iterations=1e-4"])
+
+
+def test_the_cli_reads_exponents_and_reports_bad_values(tmp_path):
+    from frugalft.cli.main import _add_subapps, app
+
+    _add_subapps()
+    res = CliRunner().invoke(app, ["sft", "--set", "lr=-1e-4", "--set", "train=x.jsonl"])
+    assert res.exit_code != 0 and "lr: must be > 0, got -0.0001" in res.output
+    res = CliRunner().invoke(app, ["rl", "data", "--set", "rl.checkpoint_interval=0", "--run-dir", str(tmp_path)])
+    assert res.exit_code != 0 and "rl.checkpoint_interval: must be >= 1, got 0" in res.output
+
+
+# ---- values checked at load ----------------------------------------------------------------------------------
+@pytest.mark.parametrize(("override", "message"), [
+    ("rl.checkpoint_interval=0", "rl.checkpoint_interval: must be >= 1, got 0"),
+    ("rl.temperature=0", "rl.temperature: must be > 0, got 0.0"),
+    ("rl.minibatch=0", "rl.minibatch: must be >= 1, got 0"),
+    ("rl.iterations=-3", "rl.iterations: must be >= 1, got -3"),
+    ("rl.num_envs=0", "rl.num_envs: must be >= 1, got 0"),
+    ("warmup.batch_size=0", "warmup.batch_size: must be >= 1, got 0"),
+    ("warmup.batch_size=true", "warmup.batch_size: expected int, got True"),
+    ("warmup.policy_steps=0", "warmup.policy_steps: must be >= 1, got 0"),
+    ("warmup.log_every=0", "warmup.log_every: must be >= 1, got 0"),
+    ("warmup.lr=.nan", "warmup.lr: expected a finite float, got nan"),
+    ("rl.lr=.inf", "rl.lr: expected a finite float, got inf"),
+    ("rl.lr=-1", "rl.lr: must be > 0, got -1.0"),
+    ("rl.lr=0", "rl.lr: must be > 0, got 0.0"),
+    ("rl.lora.dropout=1", "rl.lora.dropout: must be >= 0 and < 1, got 1.0"),
+    ("rl.gamma=1.5", "rl.gamma: must be >= 0 and <= 1, got 1.5"),
+    ("rl.max_tasks_per_level=0", "rl.max_tasks_per_level: must be >= 1, got 0"),
+    ("rl.max_tasks_per_level=true", "rl.max_tasks_per_level: expected int, got True"),
+    ("eval.temperature=0", "eval.temperature: must be > 0, got 0.0"),
+    ("eval.repeats=0", "eval.repeats: must be >= 1, got 0"),
+    ("data.explore_prob=-0.1", "data.explore_prob: must be >= 0 and <= 1, got -0.1"),
+    ("seeds=[0, -1]", r"seeds\[1\]: must be >= 0, got -1"),
+    ("extra_seeds={sft: [3, -4]}", r"extra_seeds\.sft\[1\]: must be >= 0, got -4"),
+    ("extra_seeds={sft: [3, x]}", r"extra_seeds\.sft\[1\]: expected int, got 'x'"),
+    ("match_noreflect_steps=1", "match_noreflect_steps: expected true/false, got 1"),
+])
+def test_bad_values_name_their_key(override, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        load_config(ExperimentConfig, None, [override])
+
+
+@pytest.mark.parametrize(("cls", "override", "message"), [
+    (SFTConfig, "batch_size=true", "batch_size: expected int, got True"),
+    (SFTConfig, "log_every=0", "log_every: must be >= 1, got 0"),
+    (SFTConfig, "eval_fraction=1", "eval_fraction: must be >= 0 and < 1, got 1.0"),
+    (SFTConfig, "lr=.nan", "lr: expected a finite float, got nan"),
+    (CurveConfig, "budgets=[8, 0]", r"budgets\[1\]: must be >= 1, got 0"),
+    (CurveConfig, "sft.epochs=0", "sft.epochs: must be >= 1, got 0"),
+    (CurveConfig, "gen_batch_size=0", "gen_batch_size: must be >= 1, got 0"),
+    (RLConfig, "checkpoint_interval=0", "checkpoint_interval: must be >= 1, got 0"),
+    (RLConfig, "workers=-1", "workers: must be >= 0, got -1"),
+    (Small, "steps=false", "steps: expected int, got False"),
+    (Small, "lr=true", "lr: expected float, got True"),
+    (Small, "widths=[1, .nan]", r"widths\[1\]: expected a finite float, got nan"),
+    (Small, "floor=1", "floor: must be >= 2, got 1"),
+])
+def test_bad_values_of_other_configs(cls, override, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        load_config(cls, None, [override])
+
+
+def test_zero_where_zero_means_something():
+    cfg = load_config(ExperimentConfig, None, [
+        "rl.eval_interval=0", "rl.reflection_temperature=0", "rl.replay_capacity=0", "rl.weight_decay=0",
+        "rl.entropy_coef=0", "rl.kl_coef=0", "rl.workers=0", "rl.gpus_per_worker=0", "warmup.patience=0",
+        "warmup.val_fraction=0", "warmup.val_generate=0", "warmup.reflection_temperature=0",
+        "data.explore_prob=0", "data.negatives_per_episode=0", "data.teacher.temperature=0", "rl.levels=[0]",
+        "seeds=[0]", "rl.max_tasks_per_level=null", "eval.max_tasks=null",
+    ])
+    assert cfg.rl.eval_interval == 0 and cfg.warmup.patience == 0 and cfg.data.teacher.temperature == 0.0
+    sft = load_config(SFTConfig, None, ["eval_every=0", "save_every=-1", "max_steps=0", "eval_fraction=0",
+                                        "warmup_ratio=0", "eval_max=0", "lora.dropout=0"])
+    assert sft.save_every == -1 and sft.max_steps == 0
+    curve = load_config(CurveConfig, None, ["pool_subsample=0", "eval_per_task=0", "reference_budget=0"])
+    assert curve.pool_subsample == 0
+
+
+def test_a_post_init_check_is_a_config_error():
+    with pytest.raises(ConfigError, match="^rl: grpo: num_envs=6 is not a multiple of group_size=4"):
+        load_config(ExperimentConfig, None, ["rl.algorithm=grpo", "rl.num_envs=6"])
+
+
+# ---- the packaged configs and the rule table -------------------------------------------------------------
+def _packaged() -> list[tuple[str, type]]:
+    root = resources.files("frugalft") / "configs"
+    found = [(f"{d}/{p.name}", cls) for d, cls in PACKAGED.items() for p in (root / d).iterdir()
+             if p.name.endswith(".yaml")]
+    assert {d for d, _ in PACKAGED.items()} == {p.name for p in root.iterdir() if p.is_dir()}
+    return sorted(found, key=lambda x: x[0])
+
+
+@pytest.mark.parametrize(("name", "cls"), _packaged())
+def test_packaged_configs_load(name, cls):
+    path = resources.files("frugalft") / "configs" / name
+    cfg = load_config(cls, str(path))
+    assert isinstance(cfg, cls)
+
+
+@pytest.mark.parametrize("cls", ROOTS)
+def test_defaults_pass_their_own_rules(cls, tmp_path):
+    # Every default, dumped and loaded back, goes through the same checks as a user's file.
+    path = tmp_path / "defaults.yaml"
+    path.write_text(dump_yaml(cls()))
+    assert load_config(cls, path) == cls()
+
+
+def _numeric(tp) -> bool:
+    if tp in (int, float):
+        return True
+    return any(_numeric(a) for a in typing.get_args(tp) if typing.get_origin(tp) is not typing.Literal)
+
+
+def _config_classes() -> list[type]:
+    seen: list[type] = []
+    todo = list(ROOTS)
+    while todo:
+        cls = todo.pop()
+        if cls in seen:
+            continue
+        seen.append(cls)
+        todo += [tp for tp in typing.get_type_hints(cls).values() if dataclasses.is_dataclass(tp)]
+    return seen
+
+
+def test_every_numeric_field_has_a_rule():
+    # A new numeric knob must say its range (VALUE_RULES or field metadata), or it would go unchecked.
+    hints = {cls: typing.get_type_hints(cls) for cls in _config_classes()}
+    missing = [f"{cls.__name__}.{f.name}" for cls in hints for f in dataclasses.fields(cls)
+               if _numeric(hints[cls][f.name]) and value_rule(cls, f) is None]
+    assert not missing, f"numeric config fields without a range rule: {missing}"
