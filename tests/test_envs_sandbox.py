@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import gc
 import os
+import pickle
+import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +47,14 @@ def repo(tmp_path):
     (root / "locked.txt").write_text("you cannot read me\n")
     os.mkfifo(root / "pipe")  # reading a FIFO would block forever
     return root
+
+
+def where(path: str | int, dir_fd: int | None = None) -> str:
+    """The absolute path that an ``os.open(path, dir_fd=...)`` (or a listing of an fd) reaches, for spies."""
+    if isinstance(path, int):
+        return os.readlink(f"/proc/self/fd/{path}")
+    base = os.readlink(f"/proc/self/fd/{dir_fd}") if dir_fd is not None else os.getcwd()
+    return os.path.normpath(os.path.join(base, path))  # one name, opened with O_NOFOLLOW: not followed
 
 
 def snapshot(path: Path) -> dict:
@@ -104,7 +118,7 @@ def test_unreadable_file(repo, monkeypatch):
     locked = os.path.realpath(repo / "locked.txt")
 
     def deny(path, *args, **kwargs):
-        if os.path.realpath(path) == locked:
+        if where(path, kwargs.get("dir_fd")) == locked:
             raise PermissionError(13, "Permission denied")
         return real_open(path, *args, **kwargs)
 
@@ -122,11 +136,12 @@ def test_unreadable_file_by_mode(repo):
 
 def test_env_on_user_repo_never_touches_outside_and_writes_nothing(repo, monkeypatch):
     root = os.path.realpath(repo)
+    before = snapshot(repo.parent)  # before the spies: pathlib's own scandir is not the sandbox's
     touched = []
-    real_open, real_listdir = os.open, os.listdir
-    monkeypatch.setattr(os, "open", lambda p, *a, **k: touched.append(os.path.realpath(p)) or real_open(p, *a, **k))
-    monkeypatch.setattr(os, "listdir", lambda p=".": touched.append(os.path.realpath(p)) or real_listdir(p))
-    before = snapshot(repo.parent)
+    real_open, real_listdir, real_scandir = os.open, os.listdir, os.scandir
+    monkeypatch.setattr(os, "open", lambda p, *a, **k: touched.append(where(p, k.get("dir_fd"))) or real_open(p, *a, **k))
+    monkeypatch.setattr(os, "listdir", lambda p=".": touched.append(where(p)) or real_listdir(p))
+    monkeypatch.setattr(os, "scandir", lambda p=".": touched.append(where(p)) or real_scandir(p))
     env = AutoExplore(repos=[str(repo)], split="train", max_bytes=MAX_BYTES)
     questions = {t.question for t in env.tasks.values()}
     assert "Which file defines the class `Widget`?" in questions
@@ -143,7 +158,6 @@ def test_env_on_user_repo_never_touches_outside_and_writes_nothing(repo, monkeyp
     assert "cd link_inside" in seen_actions and "cat huge.txt" in seen_actions
     assert touched and all(p == root or p.startswith(root + os.sep) for p in touched), \
         [p for p in touched if not p.startswith(root)]
-    assert snapshot(repo.parent) == before
     for bad in ("cat /etc/passwd", "cd ..", "cd link_etc", "cat ../outside/secret.txt", "id link_outside_file"):
         env.reset(seed=0)
         _, r, _, _, info = env.step(bad)  # the default: a costly invalid choice that opens nothing
@@ -154,6 +168,8 @@ def test_env_on_user_repo_never_touches_outside_and_writes_nothing(repo, monkeyp
         strict.reset(seed=0)
         with pytest.raises(InvalidActionError):
             strict.step(bad)
+    monkeypatch.undo()
+    assert snapshot(repo.parent) == before
 
 
 def test_tasks_of_a_user_repo(repo):
@@ -165,3 +181,165 @@ def test_tasks_of_a_user_repo(repo):
     assert by_path["pkg/deep/guide.md"] == ["heading"] and by_path["settings.json"] == ["config_key"]
     assert {t.path: t.level for t in tasks}["pkg/deep/guide.md"] == 1
     assert not any(t.path.startswith("link_inside") for t in tasks)  # one answer path per file
+
+
+# ---- symlinks and `..` ----------------------------------------------------------------------------------
+def test_symlinks_are_followed_only_within_the_root(repo):
+    root = os.path.realpath(repo)
+    (repo / "pkg" / "up").symlink_to("..")  # back to the root: inside
+    (repo / "abs_inside").symlink_to(Path(root) / "pkg")  # absolute, below the root's real path: inside
+    (repo / "chain").symlink_to("link_inside/deep")  # a link through a link
+    (repo / "pkg" / "deep" / "esc").symlink_to("../../../outside")  # up past the root
+    (repo / "pkg" / "deep" / "via_etc").symlink_to("../../link_etc/passwd")  # in, then through a link out
+    (repo / "out_and_in").symlink_to(f"../{repo.name}/pkg")  # leaves the root, even if to come back
+    (repo / "loop_a").symlink_to("loop_b")
+    (repo / "loop_b").symlink_to("loop_a")
+    box = Sandbox(repo)
+    assert box.listdir("pkg/up").files == box.listdir("").files
+    assert box.read("pkg/up/pkg/up/settings.json").text.startswith("{")
+    assert box.resolve("pkg/up") == root and box.resolve("chain") == os.path.join(root, "pkg", "deep")
+    assert box.resolve(["abs_inside", "models.py"]) == os.path.join(root, "pkg", "models.py")
+    assert box.read("chain/guide.md").text.startswith("# Installing")
+    assert box.is_symlink("chain") and box.is_symlink("pkg/up") and not box.is_symlink("pkg")
+    listing = box.listdir("")
+    assert {"abs_inside", "chain"} <= set(listing.dirs)
+    assert not {"out_and_in", "loop_a", "loop_b"} & set(listing.dirs + listing.files)
+    assert "esc" not in box.listdir("pkg/deep").dirs and box.listdir("pkg/deep").files == ["guide.md"]
+    for bad in ("pkg/deep/esc", "pkg/deep/esc/secret.txt", "pkg/deep/via_etc", "out_and_in", "out_and_in/models.py"):
+        with pytest.raises(SandboxError, match="outside"):
+            box.read(bad)
+        with pytest.raises(SandboxError):
+            box.listdir(bad)
+        with pytest.raises(SandboxError):
+            box.resolve(bad)
+    assert "symbolic links" in box.read("loop_a").error
+    with pytest.raises(SandboxError):
+        box.listdir("loop_a")
+
+
+@pytest.mark.parametrize("parts", [[".."], ["pkg", ".."], ["pkg", "..", "..", "outside", "secret.txt"],
+                                   ["pkg/../../outside"], ["", "etc"], ["."], ["pkg", "", "models.py"],
+                                   ["pkg", "deep", "..", "..", "..", "outside"], "pkg/deep/../../../outside"])
+def test_dotdot_and_empty_components_are_refused(repo, parts):
+    box = Sandbox(repo)
+    for op in (box.read, box.listdir, box.resolve, box.is_symlink):
+        with pytest.raises(SandboxError, match="refused"):
+            op(parts)
+
+
+def test_every_lookup_is_one_name_below_a_held_folder(repo, monkeypatch):
+    """No path is handed to the kernel to resolve: one name per call, relative to a descriptor, not followed."""
+    box = Sandbox(repo)
+    calls = []
+    real_open, real_stat, real_scandir = os.open, os.stat, os.scandir
+    monkeypatch.setattr(os, "open", lambda p, flags, *a, **k: calls.append(("open", p, flags, k)) or
+                        real_open(p, flags, *a, **k))
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: calls.append(("stat", p, 0, k)) or real_stat(p, *a, **k))
+    monkeypatch.setattr(os, "scandir", lambda p=".": calls.append(("scandir", p, 0, {})) or real_scandir(p))
+    for rel in ("", "pkg", "link_inside", "link_inside/deep"):
+        box.listdir(rel)
+    for rel in ("settings.json", "link_inside/models.py", "pkg/deep/guide.md", "locked.txt"):
+        assert not box.read(rel).error
+    for rel in ("link_etc/passwd", "link_parent/outside/secret.txt", "link_up_relative/secret.txt"):
+        with pytest.raises(SandboxError):
+            box.read(rel)
+    assert calls
+    for kind, p, flags, k in calls:
+        if kind == "scandir":
+            assert isinstance(p, int)
+            continue
+        assert isinstance(k.get("dir_fd"), int) and "/" not in p and p != "..", (kind, p, k)
+        if kind == "stat":
+            assert k.get("follow_symlinks") is False
+        else:
+            assert p == "." or flags & os.O_NOFOLLOW, (p, flags)
+
+
+def test_copies_and_pickles_reopen_the_root(repo):
+    box = Sandbox(repo)
+    copies = [pickle.loads(pickle.dumps(box)), copy.copy(box), copy.deepcopy(box)]
+    box.close()
+    box.close()  # idempotent
+    for c in copies:
+        assert c.read("settings.json").text.startswith("{") and c.root == os.path.realpath(repo)
+    del copies
+    gc.collect()  # closing each copy's descriptor once, not another's
+
+
+# ---- a tree that changes during the episode ----------------------------------------------------------------
+SECRET = "TOP SECRET"
+
+
+def race(sandbox_cls: type, base: Path, max_ops: int = 20_000, max_seconds: float = 3.0) -> dict[str, int]:
+    """A thread keeps swapping ``root/sub`` for a symlink out of the root (absolute and relative, in turn)
+    while this thread lists and reads below ``sub``; counts what was seen. ``escapes`` must stay 0."""
+    outside, root, spare = base / "outside", base / "root", base / "spare"
+    for d in (outside / "inner", root / "sub" / "inner", spare):
+        d.mkdir(parents=True)
+    for d in (outside, outside / "inner"):
+        (d / "data.txt").write_text(f"{SECRET}\n")
+        (d / "only_outside.txt").write_text(f"{SECRET}\n")
+    for d in (root / "sub", root / "sub" / "inner"):
+        (d / "data.txt").write_text("inside\n")
+    (spare / "abs").symlink_to(outside)
+    (spare / "rel").symlink_to("../outside")  # relative to root/, where it is swapped in
+    sub, bak = root / "sub", root / "sub.bak"
+    stop, errors, counts = threading.Event(), [], dict.fromkeys(
+        ("ops", "swaps", "escapes", "inside", "refused", "read_errors", "crashes"), 0)
+
+    def swapper() -> None:
+        try:
+            while not stop.is_set():
+                link = spare / ("abs", "rel")[counts["swaps"] % 2]
+                os.rename(sub, bak)  # sub: missing
+                os.rename(link, sub)  # sub: a symlink out of the root
+                os.rename(sub, link)  # sub: missing
+                os.rename(bak, sub)  # sub: the folder again
+                counts["swaps"] += 1
+        except BaseException as e:  # surfaced by the test, not lost in the thread
+            errors.append(e)
+
+    box = sandbox_cls(root, max_bytes=MAX_BYTES)
+    ops = [("read", "sub/data.txt"), ("list", "sub"), ("read", "sub/inner/data.txt"), ("list", "sub/inner")]
+    thread = threading.Thread(target=swapper, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + max_seconds
+    try:
+        while counts["ops"] < max_ops and time.monotonic() < deadline:
+            kind, rel = ops[counts["ops"] % len(ops)]
+            counts["ops"] += 1
+            try:
+                if kind == "read":
+                    fv = box.read(rel)
+                    seen, ok = fv.text, fv.text == "inside\n"
+                    counts["read_errors"] += bool(fv.error)
+                else:
+                    listing = box.listdir(rel)
+                    seen, ok = " ".join(listing.dirs + listing.files), "data.txt" in listing.files
+            except ValueError:  # SandboxError (subclass of ValueError in the old module too): refused
+                counts["refused"] += 1
+                continue
+            except OSError:  # a lookup that failed uncaught (the old sandbox's realpath could)
+                counts["crashes"] += 1
+                continue
+            counts["escapes"] += SECRET in seen or "only_outside" in seen
+            counts["inside"] += ok
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive() and not errors, errors
+    assert sub.is_dir() and not sub.is_symlink()  # the swapper left the tree as it found it
+    return counts
+
+
+def test_a_folder_swapped_for_a_symlink_never_leads_out(tmp_path):
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # hand the GIL over often: more interleavings of the two threads
+    try:
+        counts = race(Sandbox, tmp_path)
+    finally:
+        sys.setswitchinterval(interval)
+    print(counts)
+    assert counts["escapes"] == 0, counts  # on every interleaving: each lookup is one name below a held fd
+    assert counts["crashes"] == 0, counts  # a lookup spoiled by a swap is a refusal or a message, not OSError
+    assert counts["swaps"] > 0 and counts["inside"] > 0, counts  # the race did happen, reads did succeed
