@@ -49,9 +49,15 @@ def test_test_repos_never_seen_in_training(train_env, test_env):
     assert held.repos_of("test") <= train_repos  # held-out questions about training repositories
     assert not set(train_env.task_ids("train")) & set(test_env.task_ids("test"))
     assert len(test_env.task_ids("test")) == len(unseen.task_ids("test")) + len(held.task_ids("test"))
-    for split, env in (("train", train_env), ("test", test_env)):
+    for split, env in (("train", train_env), ("valid", test_env), ("test", test_env)):
         for level in env.levels:
             assert env.task_ids(split, level), f"no {split} tasks at level {level}"
+    # the valid split has an unseen repository of its own, and shares no task with train or test
+    valid_unseen = unseen.repos_of("valid")
+    assert {r.split("-")[0] for r in valid_unseen} == {p for p, *_, role in BUILTIN_REPOS if role == "valid"}
+    assert not valid_unseen & (train_repos | unseen_repos)
+    valid = set(test_env.task_ids("valid"))
+    assert valid and not valid & set(train_env.task_ids("train")) and not valid & set(test_env.task_ids("test"))
 
 
 def test_oracle_solves_every_test_task_at_every_level(test_env):
@@ -171,7 +177,9 @@ def test_builtin_repos_come_from_the_pinned_snapshot(test_env):
     from frugalft.envs.repo_tasks import builtin_repo, snapshot_manifest
 
     manifest = snapshot_manifest()
-    assert [(r["package"], r["distribution"], r["version"], r["role"]) for r in manifest["repos"]] == BUILTIN_REPOS
+    # the manifest's "role" is the one at build time (tqdm was a test repository then); BUILTIN_REPOS decides
+    assert [(r["package"], r["distribution"], r["version"]) for r in manifest["repos"]] == [
+        r[:3] for r in BUILTIN_REPOS]
     root = builtin_repo("packaging")
     assert root.name == "packaging-26.4" and (root / "PKG-INFO").read_text().startswith("Metadata-Version:")
     assert not list(root.rglob("__pycache__")) and (root / "packaging" / "version.py").is_file()

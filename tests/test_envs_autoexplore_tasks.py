@@ -29,17 +29,23 @@ from frugalft.envs.repo_tasks import (
 DEFAULTS = (40, 1600, 60, 65536)  # AutoExplore's view_lines, view_chars, max_entries, max_bytes
 # The built-in task list at the defaults, as recorded: a change of the snapshot or of the generator changes it
 # (update these, the counts below and docs/environments.md together).
-N_TASKS = 374
-TASKS_SHA = "605e9e3c7a80b17c"
+N_TASKS = 355
+TASKS_SHA = "bcf326ecd1f87736"
 # (split, level) -> kind -> tasks, at the defaults (docs/environments.md shows the same table)
 COUNTS: dict[tuple[str, int], dict[str, int]] = {
     ("train", 0): {"class": 28, "docstring": 16, "function_name": 37, "metadata": 6, "module": 17},
     ("train", 1): {"class": 21, "docstring": 16, "function_name": 33, "heading": 2, "module": 20},
-    ("train", 2): {"class": 8, "docstring": 4, "function_name": 9, "module": 4},
-    ("test", 0): {"class": 30, "config_key": 3, "docstring": 14, "function_name": 21, "metadata": 4, "module": 12},
-    ("test", 1): {"class": 19, "docstring": 12, "function_name": 21, "heading": 1, "module": 6},
-    ("test", 2): {"class": 4, "function_name": 4, "heading": 1, "module": 1},
+    ("train", 2): {"class": 4, "docstring": 3, "function_name": 1, "module": 2},
+    ("valid", 0): {"class": 12, "config_key": 3, "docstring": 4, "function_name": 7, "metadata": 1, "module": 5},
+    ("valid", 1): {"class": 3, "docstring": 3, "function_name": 3, "heading": 1, "module": 3},
+    ("valid", 2): {"class": 2, "function_name": 2, "heading": 1},
+    ("test", 0): {"class": 18, "docstring": 10, "function_name": 12, "metadata": 3, "module": 7},
+    ("test", 1): {"class": 13, "docstring": 9, "function_name": 14, "module": 3},
+    ("test", 2): {"class": 3, "docstring": 1, "function_name": 4, "module": 2},
 }
+# The deepest level has too few answer files for a valid split of MIN_FILES beside test's and train's: it is the
+# one group the file-name cap cannot bind (5 tasks; the cap of one task per name still holds).
+SMALL = {("valid", 2)}
 
 @pytest.fixture(scope="module")
 def env() -> AutoExplore:
@@ -48,7 +54,7 @@ def env() -> AutoExplore:
 
 def groups(env: AutoExplore) -> dict[tuple[str, int], list]:
     return {(split, level): [env.tasks[i] for i in env.task_ids(split, level)]
-            for split in ("train", "test") for level in env.levels}
+            for split in ("train", "valid", "test") for level in env.levels}
 
 
 def fingerprint(tasks) -> tuple[list[tuple], str]:
@@ -176,9 +182,9 @@ def test_builder_keeps_text_files_is_deterministic_and_checks_versions(tmp_path,
 def test_no_answer_file_holds_more_than_the_cap(env):
     for (split, level), tasks in groups(env).items():
         n = len(tasks)
-        assert n >= MIN_FILES, (split, level, n)  # enough tasks for the cap to hold
+        assert n >= MIN_FILES or (split, level) in SMALL, (split, level, n)  # enough tasks for the cap to hold
         name, most = Counter(file_name(t) for t in tasks).most_common(1)[0]
-        assert most <= MAX_FILE_SHARE * n, (split, level, name, most, n)
+        assert most <= max(1, MAX_FILE_SHARE * n), (split, level, name, most, n)
         assert sum(t.kind == "metadata" for t in tasks) <= MAX_FILE_SHARE * n  # always PKG-INFO
 
 
@@ -206,7 +212,7 @@ def test_kinds_are_balanced_and_the_first_tasks_are_mixed(env):
         kinds = Counter(t.kind for t in tasks)
         found[(split, level)] = dict(sorted(kinds.items()))
         assert max(kinds.values()) <= kind_cap(len(tasks)) <= MAX_KIND_SHARE * len(tasks) + 1
-        assert len(kinds) >= 4, (split, level, kinds)
+        assert len(kinds) >= 4 or (split, level) in SMALL, (split, level, kinds)
     assert found == COUNTS
     # evaluation takes the first max_tasks of a level: each kind and repository near its share there
     for level in env.levels:

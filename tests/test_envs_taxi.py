@@ -40,8 +40,9 @@ def test_check_env_passes():
 def test_splits_disjoint_and_100_test_starts():
     env = DangerousTaxi()
     for level in env.levels:
-        train, test = set(env.task_ids("train", level)), set(env.task_ids("test", level))
-        assert len(test) == 100 and len(train) == 142 and not train & test
+        train, valid, test = (set(env.task_ids(sp, level)) for sp in ("train", "valid", "test"))
+        assert (len(train), len(valid), len(test)) == (102, 40, 100)
+        assert not train & test and not valid & test and not train & valid
     assert env.levels == [0, 1, 2]
 
 

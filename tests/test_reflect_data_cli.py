@@ -67,7 +67,11 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert float(rows[0]["success"]) == 1.0  # the oracle solves every pickup task
     assert all(int(r["episodes"]) == 2 for r in rows)
     table = (run / "table.md").read_text()
-    assert "| oracle | 100.0 | 100.0 [" in table and "| Reflect-RL |" in table  # one seed: no ± across seeds
+    # one seed: the bootstrap resamples its episodes only; the oracle solves all
+    assert "| oracle | 1 | 100.0 [100.0, 100.0] | 100 |" in table and "| Reflect-RL |" in table
+    assert "| SFT only | 1 |" in table.split("Paired comparisons")[1]  # Reflect-RL minus SFT only, paired
+    cell = json.loads((run / "seed-0" / "eval" / "test" / "oracle.json").read_text())
+    assert cell["split"] == "test" and cell["outcomes"]["success"] == [1, 1] and len(cell["fingerprint"]) == 16
     quality = json.loads((run / "seed-0" / "eval" / "reflection_quality_reflect.json").read_text())
     assert 0.0 <= quality["word_f1"] <= 1.0 and quality["states"] > 0
     assert "| Reflect-RL warm-up |" in table  # the reflection-quality diagnostic
@@ -75,8 +79,18 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
     # A finished cell is not redone: eval prints the stored result.
+    out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle",
+                   "--split", "test")
+    assert out.returncode == 0 and "oracle: success 100.0%" in out.stdout and "test split" in out.stdout
+    # rl eval reads the valid split by default, into its own file: the table's test result is untouched.
     out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle")
-    assert out.returncode == 0 and "oracle: success 100.0%" in out.stdout
+    assert out.returncode == 0 and "valid split" in out.stdout, out.stderr
+    valid = json.loads((run / "seed-0" / "eval" / "valid" / "oracle.json").read_text())
+    assert valid["split"] == "valid" and not set(valid["outcomes"]["task_id"]) & set(cell["outcomes"]["task_id"])
+    # A cell made by another config is never handed back as this config's result.
+    out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle",
+                   "--split", "test", "--set", "eval.max_tasks=3")
+    assert out.returncode != 0 and "was made with another config" in out.stdout + out.stderr
 
 
 def test_rl_cli_errors_are_one_line(tiny_config, tmp_path):
@@ -105,8 +119,8 @@ def test_table_with_one_process_per_seed(tiny_config, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "seed 0: done" in out.stdout and "seed 1: done" in out.stdout
     for seed in (0, 1):
-        assert "sft: success" in (run / f"seed-{seed}" / "table.log").read_text()
-        assert (run / f"seed-{seed}" / "eval" / "sft.json").exists()
+        assert "sft (test): success" in (run / f"seed-{seed}" / "table.log").read_text()
+        assert (run / f"seed-{seed}" / "eval" / "test" / "sft.json").exists()
     with open(run / "results.csv") as f:
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in rows] == [("oracle", "0"), ("sft", "0"), ("oracle", "1"), ("sft", "1")]
@@ -125,3 +139,29 @@ def test_packaged_rl_configs_load():
     for name in names:
         cfg = load_config(ExperimentConfig, str(folder / name))
         assert cfg.methods and cfg.seeds, name
+
+
+def test_control_row_extra_task_set_and_extra_seeds(tmp_path):
+    """The control (a policy from the trained reflection model that reads no reflection), an extra task set (the
+    paper's 300 Taxi starts) and a method on more seeds than the others, in one small table."""
+    from frugalft.config import load_config
+    from frugalft.reflect.table import ExperimentConfig, eval_path, run_table
+
+    cfg_path = tmp_path / "ctl.yaml"
+    cfg_path.write_text(TINY.replace("seeds: [0]", "seeds: [0]\nextra_seeds: {sft_noreflect_rinit: [1]}")
+                        .replace("methods: [oracle, sft, reflect_rl]", "methods: [oracle, sft_noreflect_rinit]")
+                        .replace("eval:\n  levels: [0]", "eval:\n  extra: {paper: {task_set: paper}}\n  levels: [2]"))
+    cfg = load_config(ExperimentConfig, str(cfg_path))
+    assert cfg.eval.extra == {"paper": {"task_set": "paper"}} and cfg.all_seeds() == [0, 1]
+    run = tmp_path / "run"
+    run_table(cfg, run, log=lambda *_: None)
+    # the control's policy starts from the Reflect-RL variant's trained reflection model, which exists
+    for seed in (0, 1):
+        assert (run / f"seed-{seed}" / "warmup" / "reflect" / "reflection" / "model" / "config.json").exists()
+        assert (run / f"seed-{seed}" / "warmup" / "noreflect_rinit" / "policy" / "model" / "config.json").exists()
+    assert not (run / "seed-1" / "eval" / "test" / "oracle.json").exists()  # oracle: seed 0 only
+    paper = json.loads(eval_path(run, 0, "oracle", "test", "paper").read_text())
+    assert paper["episodes"] == 300 and sum(paper["outcomes"]["success"]) == 242  # the 80.7% ceiling
+    table = (run / "table.md").read_text()
+    assert "| oracle | 1 | 100.0 [100.0, 100.0] | 100 |" in table and "80.7 [" in table
+    assert "| SFT only, no reflection, policy from the reflection model | 2 |" in table

@@ -29,12 +29,12 @@ def summary(cfg, run_dir: Path) -> str:
     """What the table means, in words, with the learning curves as text."""
     import json
 
-    from frugalft.reflect.table import TITLES, rl_curves, seed_dir, warmup_curves
+    from frugalft.reflect.table import TITLES, eval_path, rl_curves, warmup_curves
 
     seed = cfg.seeds[0]
     rows = {}
     for method in cfg.methods:
-        path = seed_dir(run_dir, seed) / "eval" / f"{method}.json"
+        path = eval_path(run_dir, seed, method, "test")
         if path.exists():
             rows[method] = json.loads(path.read_text(encoding="utf-8"))
     lines = []
@@ -87,5 +87,5 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  warm-up data     {seed / 'data'} (counts.json)")
         typer.echo(f"  warm-up models   {seed / 'warmup'}/<variant>/{{reflection,policy}}/model")
         typer.echo(f"  RL runs          {seed / 'rl'}/<method>/ (metrics.jsonl, checkpoints/)")
-        typer.echo(f"  evaluations      {seed / 'eval'}/<method>.json")
+        typer.echo(f"  evaluations      {seed / 'eval'}/test/<method>.json")
         typer.echo(f"config: {quickstart_config_path()}; the full table: frugalft rl table --config <that file>")

@@ -53,7 +53,7 @@ class AutoExplore(TextEnv):
             gives. It walks to the folder as the direct oracle does, and fails when the answer is listed too
             far down for the horizon.
         test_tasks: "all", "unseen_repos" (repositories with no training task) or "held_out" (new questions
-            about training repositories): which part of the test split to use.
+            about training repositories): which part of the valid and test splits to use.
         """
         if not 0.0 <= hide_prob < 1.0:
             raise ValueError(f"hide_prob must be in [0, 1), got {hide_prob}")
@@ -91,7 +91,8 @@ class AutoExplore(TextEnv):
         keep = {"all": lambda t: True, "unseen_repos": lambda t: t.unseen_repo,
                 "held_out": lambda t: not t.unseen_repo}[self.test_tasks]
         return {"train": {i: t.level for i, t in self.tasks.items() if t.split == "train"},
-                "test": {i: t.level for i, t in self.tasks.items() if t.split == "test" and keep(t)}}
+                **{sp: {i: t.level for i, t in self.tasks.items() if t.split == sp and keep(t)}
+                   for sp in ("valid", "test")}}
 
     def repos_of(self, split: str) -> set[str]:
         """Names of the repositories with tasks in ``split``."""

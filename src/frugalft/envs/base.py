@@ -16,7 +16,9 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-SPLITS = ("train", "test")
+# Every environment has three disjoint task sets: train (warm-up data and RL), valid (early stopping, probes and
+# every setting chosen by looking at a score) and test (read once, by a table's final evaluation).
+SPLITS = ("train", "valid", "test")
 
 
 class InvalidActionError(ValueError):
@@ -135,11 +137,11 @@ class TextEnv(gym.Env):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         self._check_level(level)
-        return [t for t, lv in self._tasks()[split].items() if level is None or lv == level]
+        return [t for t, lv in self._tasks().get(split, {}).items() if level is None or lv == level]
 
     def level_of(self, task_id: str) -> int:
         for split in SPLITS:
-            if task_id in self._tasks()[split]:
+            if task_id in self._tasks().get(split, {}):
                 return self._tasks()[split][task_id]
         raise KeyError(task_id)
 

@@ -15,7 +15,7 @@ Built-in repositories are pinned source trees of pure-Python packages, shipped w
 (``assets/autoexplore/repos.tar.xz``, built by ``scripts/build_autoexplore_snapshot.py``) and extracted once
 into ``frugalft.cache.cache_dir("autoexplore", "snapshot")``: each is ``<package>-<version>/`` with the package
 folder and its ``PKG-INFO``, the same on every machine whatever is installed. Some are training repositories,
-the others are only ever in the test split. Their tasks are balanced (``balance``): no answer file name holds
+the others are only ever in the valid split (one repository) or the test split (two). Their tasks are balanced (``balance``): no answer file name holds
 more than ``MAX_FILE_SHARE`` and no question kind more than ``MAX_KIND_SHARE`` of a split x level, and each
 split x level is in an interleaved order (of kinds and repositories), so its first tasks are a fair sample.
 """
@@ -52,7 +52,7 @@ BUILTIN_REPOS: list[tuple[str, str, str, str]] = [
     ("typer", "typer", "0.29.2", "train"),
     ("accelerate", "accelerate", "1.16.0", "train"),
     ("huggingface_hub", "huggingface_hub", "2.4.0", "train"),
-    ("tqdm", "tqdm", "4.70.1", "test"),
+    ("tqdm", "tqdm", "4.70.1", "valid"),
     ("packaging", "packaging", "26.4", "test"),
     ("fsspec", "fsspec", "2026.9.0", "test"),
 ]
@@ -92,8 +92,8 @@ class Task:
     evidence: str  # a line of the answer file, inside the truncated view, that proves the answer
     depth: int  # directories between the root and the answer file
     level: int
-    split: str  # "train" or "test"
-    unseen_repo: bool  # test task from a repository that has no training task
+    split: str  # "train", "valid" or "test"
+    unseen_repo: bool  # valid or test task from a repository that has no training task
 
 
 def level_of_depth(depth: int) -> int:
@@ -404,35 +404,50 @@ def balance(tasks: Iterable[Task]) -> tuple[Task, ...]:
     return tuple(t for group in _by_split_and_level(tasks).values() for t in _select(group))
 
 
-def _balanced_sizes(unseen: list[Task], trainable: list[Task], held: set[tuple[str, str]]) -> tuple[int, int]:
-    """Sizes of the balanced test and training splits of one level when the ``held`` files go to test."""
-    test = unseen + [t for t in trainable if (t.repo, t.path) in held]
-    return len(_select(test)), len(_select([t for t in trainable if (t.repo, t.path) not in held]))
+def _balanced_size(tasks: list[Task]) -> int:
+    return len(_select(tasks))
 
 
 def _split_builtin(per_repo: dict[str, tuple[Task, ...]]) -> list[Task]:
-    """Splits of the built-in tasks: a test repository's go to test; a training repository gives the test split
-    its held-out answer files (``held_out_files``), plus, at a level where the balanced test split would hold
-    fewer than ``MIN_FILES`` tasks (too few for the file-name cap), more training files (hash order, names new
-    to the test split first) while the balanced training split keeps at least ``MIN_FILES``."""
+    """Splits of the built-in tasks: a test (valid) repository's go to test (valid); a training repository gives
+    its held-out answer files (``held_out_files``) to valid and test alternately, in a fixed hash order, so both
+    hold new files of known repositories beside their own unseen repository. At a level where the balanced
+    valid or test split would hold fewer than ``MIN_FILES`` tasks (too few for the file-name cap), more training
+    files go to it (hash order, names new to that split first) while the balanced training split keeps at least
+    ``MIN_FILES``."""
     role = {package: r for package, *_, r in BUILTIN_REPOS}
-    test_only = [t for p, ts in per_repo.items() if role[p] == "test" for t in ts]
-    trainable = [t for p, ts in per_repo.items() if role[p] != "test" for t in ts]
-    held = {(ts[0].repo, f) for p, ts in per_repo.items() if role[p] != "test" and ts
-            for f in held_out_files(ts)}
+    only = {sp: [t for p, ts in per_repo.items() if role[p] == sp for t in ts] for sp in ("valid", "test")}
+    trainable = [t for p, ts in per_repo.items() if role[p] == "train" for t in ts]
+    held_files = sorted({(ts[0].repo, f) for p, ts in per_repo.items() if role[p] == "train" and ts
+                         for f in held_out_files(ts)}, key=lambda f: _hash("/".join(f)))
+    held = {"test": set(held_files[0::2]), "valid": set(held_files[1::2])}
     for level in sorted({t.level for t in trainable}):
         at = [t for t in trainable if t.level == level]
-        unseen = [t for t in test_only if t.level == level]
-        test_names = {file_name(t) for t in unseen} | {file_name(t) for t in at if (t.repo, t.path) in held}
-        spare = sorted({(t.repo, t.path) for t in at if (t.repo, t.path) not in held},
-                       key=lambda f: (f[1].rsplit("/", 1)[-1] in test_names, _hash("/".join(f))))
-        for f in spare:
-            if _balanced_sizes(unseen, at, held)[0] >= MIN_FILES:
-                break
-            if _balanced_sizes(unseen, at, held | {f})[1] >= MIN_FILES:
-                held.add(f)
-    return ([_with_split(t, "test", True) for t in test_only]
-            + [_with_split(t, "test" if (t.repo, t.path) in held else "train", False) for t in trainable])
+
+        def members(sp: str, extra: frozenset = frozenset(), at: list[Task] = at, level: int = level) -> list[Task]:
+            files = held[sp] | extra
+            return [t for t in only[sp] if t.level == level] + [t for t in at if (t.repo, t.path) in files]
+
+        def training(extra: frozenset = frozenset(), at: list[Task] = at) -> list[Task]:
+            gone = held["valid"] | held["test"] | extra
+            return [t for t in at if (t.repo, t.path) not in gone]
+
+        for sp in ("test", "valid"):
+            names = {file_name(t) for t in members(sp)}
+            spare = sorted({(t.repo, t.path) for t in training()},
+                           key=lambda f, names=names: (f[1].rsplit("/", 1)[-1] in names, _hash("/".join(f))))
+            for f in spare:
+                if _balanced_size(members(sp)) >= MIN_FILES:
+                    break
+                if _balanced_size(training(frozenset({f}))) >= MIN_FILES:
+                    held[sp].add(f)
+
+    def split_of(t: Task) -> str:
+        f = (t.repo, t.path)
+        return "valid" if f in held["valid"] else "test" if f in held["test"] else "train"
+
+    return ([_with_split(t, sp, True) for sp in ("valid", "test") for t in only[sp]]
+            + [_with_split(t, split_of(t), False) for t in trainable])
 
 
 # ---- the pinned snapshot ----------------------------------------------------------------------------------
@@ -578,7 +593,8 @@ def builtin_tasks(view_lines: int, view_chars: int, max_entries: int, max_bytes:
 
 def user_tasks(paths: list[str], view_lines: int, view_chars: int, max_entries: int,
                max_bytes: int) -> list[Task]:
-    """Tasks of the user's repositories; one question in ``HELD_OUT_EVERY`` goes to the test split. Not cut by
+    """Tasks of the user's repositories; of the held-out questions (one in ``HELD_OUT_EVERY``), every other goes to
+    the valid split, the rest to the test split. Not cut by
     the balance caps (a small repository could lose most of its questions), only put in the fair order."""
     out, names = [], set()
     for p in paths:
@@ -590,8 +606,10 @@ def user_tasks(paths: list[str], view_lines: int, view_chars: int, max_entries: 
             name += "_"
         names.add(name)
         tasks = generate_tasks(str(root), name, view_lines, view_chars, max_entries, max_bytes)
-        test = held_out_ids(tasks)
-        out.extend(_with_split(t, "test" if t.task_id in test else "train", False) for t in tasks)
+        held = sorted(held_out_ids(tasks), key=_hash)
+        valid = set(held[1::2])
+        out.extend(_with_split(t, "train" if t.task_id not in held else "valid" if t.task_id in valid else "test",
+                               False) for t in tasks)
     return [t for group in _by_split_and_level(out).values() for t in fair_order(group)]
 
 

@@ -7,8 +7,13 @@ The dynamics are Taxi-v3's own transition table (5x5 grid, depots R/G/Y/B, walls
 - modes = curriculum levels: 0 ``pickup`` (ends at the pickup, +20 bonus), 1 ``dropoff`` (starts with the
   passenger aboard, at the state the oracle reaches by picking them up), 2 ``full`` (pick up, then drop off);
 - rewards are Taxi's (-1 a step, +20 a successful dropoff) plus the above, divided by 20;
-- tasks are Taxi-v3's 300 start states whose optimal full solution fits in 15 steps; a fixed seeded set of 100
-  of them is the test split, the rest is train. Every mode plays the same start ids.
+- tasks are *start states* (not maps: there is one 5x5 map). Taxi-v3 has 300; the 242 whose optimal full
+  solution fits in 15 steps are split by a fixed seeded permutation into 100 test, 40 valid and 102 train starts.
+  Every mode plays the same start ids. The test starts are new starts on a map the training data covers: most of
+  the states on their oracle paths are states training paths visit (``split_overlap`` measures it).
+- ``task_set="paper"`` makes the test split all 300 Taxi-v3 starts, the authors' evaluation distribution (they
+  reset Taxi-v3 with a horizon of 15): 58 of them cannot be solved within 15 steps (the oracle's ceiling is
+  242/300 = 80.7%), and the rest include the train and valid starts.
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ from frugalft.envs.base import TextEnv
 MODES = ("pickup", "dropoff", "full")  # index = curriculum level, easiest first
 ACTIONS = ("south", "north", "east", "west", "pickup", "dropoff")  # Taxi-v3's action order
 DEPOTS = "RGYB"  # Taxi-v3's locs order
-TASK_SPLIT_SEED = 2024  # fixes which starts are test maps
+TASK_SPLIT_SEED = 2024  # fixes which starts are test starts
 N_TEST = 100
+N_VALID = 40  # the next 40 of the same permutation (the 100 test starts are those of earlier versions)
+TASK_SETS = ("fits_horizon", "paper")
 TASK_HORIZON = 15  # starts whose optimal full solution is longer are not used
 SCALE = 20.0
 CRASH = -10.0
@@ -114,14 +121,54 @@ def _dropoff_start(s: int) -> int:
 
 
 @cache
-def _split_starts() -> dict[str, list[int]]:
+def _split_starts(task_set: str = "fits_horizon") -> dict[str, list[int]]:
     base, _ = _table()
     dist = _distances("full")
-    starts = [s for s in range(500) if base.initial_state_distrib[s] > 0 and dist[s] <= TASK_HORIZON]
+    every = [s for s in range(500) if base.initial_state_distrib[s] > 0]
+    starts = [s for s in every if dist[s] <= TASK_HORIZON]
     order = np.random.default_rng(TASK_SPLIT_SEED).permutation(len(starts))
     test = sorted(starts[i] for i in order[:N_TEST])
-    train = sorted(starts[i] for i in order[N_TEST:])
-    return {"train": train, "test": test}
+    valid = sorted(starts[i] for i in order[N_TEST: N_TEST + N_VALID])
+    train = sorted(starts[i] for i in order[N_TEST + N_VALID:])
+    if task_set == "paper":
+        test = every  # all 300, train and valid starts included: the paper's distribution, not a held-out set
+    return {"train": train, "valid": valid, "test": test}
+
+
+def oracle_path(mode: str, s: int) -> list[int]:
+    """The states in which the oracle acts on its way from ``s`` to completing ``mode`` (``s`` first)."""
+    base, nxt = _table()
+    if mode == "dropoff":
+        s = _dropoff_start(s)
+    path = []
+    while True:
+        path.append(s)
+        a = _oracle(mode, s)
+        s2 = int(nxt[s, a])
+        if _is_goal(mode, s, a, s2):
+            return path
+        s = s2
+
+
+def split_overlap(mode: str = "full", against: tuple[str, ...] = ("train",), split: str = "test"
+                  ) -> dict[str, float]:
+    """How new ``split``'s episodes are: the states on its starts' oracle paths that the oracle paths of the
+    ``against`` splits also visit (the warm-up data labels those states). Counts are over path steps."""
+    starts = _split_starts()
+    seen = {x for sp in against for s in starts[sp] for x in oracle_path(mode, s)}
+    paths = [oracle_path(mode, s) for s in starts[split]]
+    steps = sum(len(p) for p in paths)
+    covered = sum(x in seen for p in paths for x in p)
+    return {
+        "starts": len(paths),
+        "path_states": steps,
+        "path_states_seen": covered,
+        "share_seen": covered / steps,
+        "starts_seen_mid_path": sum(p[0] in seen for p in paths),
+        "episodes_seen_after_first_step": sum(all(x in seen for x in p[1:]) for p in paths),
+        "distinct_states": len({x for p in paths for x in p}),
+        "distinct_states_seen": len({x for p in paths for x in p} & seen),
+    }
 
 
 class DangerousTaxi(TextEnv):
@@ -135,10 +182,14 @@ class DangerousTaxi(TextEnv):
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", mode: str | None = None, render_mode: str | None = None,
-                 legend: bool = True) -> None:
+                 legend: bool = True, task_set: str = "fits_horizon") -> None:
         """legend: include the map legend and the danger warning, constant text that a pretrained model reads;
-        a model trained from scratch cannot use it, and without it a prompt is a third shorter (the CPU configs)."""
+        a model trained from scratch cannot use it, and without it a prompt is a third shorter (the CPU configs).
+        task_set: "fits_horizon" (the held-out test starts) or "paper" (test = all 300 Taxi-v3 starts)."""
+        if task_set not in TASK_SETS:
+            raise ValueError(f"task_set must be one of {list(TASK_SETS)}, got {task_set!r}")
         self.legend = legend
+        self.task_set = task_set
         if mode is not None:
             if mode not in MODES:
                 raise ValueError(f"mode must be one of {list(MODES)}, got {mode!r}")
@@ -156,7 +207,7 @@ class DangerousTaxi(TextEnv):
         return list(range(len(MODES)))
 
     def _all_tasks(self) -> dict[str, dict[str, int]]:
-        starts = _split_starts()
+        starts = _split_starts(self.task_set)
         return {split: {f"{m}-{s:03d}": lv for lv, m in enumerate(MODES) for s in starts[split]}
                 for split in starts}
 

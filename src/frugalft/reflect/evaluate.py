@@ -3,8 +3,10 @@
 Each test task is played ``repeats`` times, sampled at temperature 1 (the paper) or greedily. The random and
 oracle baselines play through the same rollout code (``agent="random"`` / ``"oracle"``).
 
-Intervals: success rate -> Wilson score interval; mean return and mean length -> percentile bootstrap
-(2,000 resamples, seeded), which needs no normality assumption for the skewed returns of these games.
+Intervals of one evaluation (one trained model): success rate -> Wilson score interval; mean return and mean
+length -> percentile bootstrap (2,000 resamples, seeded), which needs no normality assumption for the skewed
+returns of these games. Across seeds, the table uses the hierarchical bootstrap (``frugalft.eval.intervals``)
+on the per-episode ``outcomes`` kept here.
 
 Diagnostic (only where the environment has ``oracle_action()``; every step of every evaluated episode counts,
 and the oracle action is the one ``oracle_action()`` names in that state, so an equally good alternative
@@ -22,13 +24,13 @@ counts as a disagreement):
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from frugalft.eval.intervals import wilson_interval
 from frugalft.reflect.prompts import LabelAlphabet
 from frugalft.reflect.rollout import (
     Baseline,
@@ -39,17 +41,6 @@ from frugalft.reflect.rollout import (
     collect_episodes,
     mentioned_actions,
 )
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (95% by default)."""
-    if n == 0:
-        return (0.0, 1.0)
-    p = successes / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 def bootstrap_interval(values: list[float], level: float = 0.95, resamples: int = 2000,
@@ -75,6 +66,9 @@ class EvalResult:
     length_ci: tuple[float, float]
     per_level: dict[int, dict[str, float]] = field(default_factory=dict)
     diagnostic: dict[str, float] = field(default_factory=dict)
+    # Per episode, in play order: task_id, success (0/1) and return; what seed-level intervals and paired
+    # comparisons are computed from.
+    outcomes: dict[str, list] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -104,6 +98,8 @@ def summarize(episodes: list[Episode], seed: int = 0) -> EvalResult:
         length_ci=bootstrap_interval(lens, seed=seed + 1),
         per_level=per_level,
         diagnostic=reflection_diagnostic(episodes),
+        outcomes={"task_id": [ep.task_id for ep in episodes], "success": [int(ep.success) for ep in episodes],
+                  "return": [round(ep.ret, 6) for ep in episodes]},
     )
 
 
@@ -158,7 +154,7 @@ def evaluation_specs(env: Any, split: str, levels: list[int] | None, max_tasks: 
 def evaluate(
     agent: Any,
     config: Any,
-    split: str = "test",
+    split: str = "valid",
     levels: list[int] | None = None,
     max_tasks: int | None = None,
     repeats: int = 1,

@@ -5,8 +5,15 @@
         warm-ups  <- one per variant the methods need (reflect, reflect_noneg, noreflect) seed-S/warmup/<variant>
         for method in methods:
             RL (when the method has it) from its warm-up (or the base model)           seed-S/rl/<method>
-            evaluation on the test split, with the reflection diagnostic               seed-S/eval/<method>.json
-    results.csv, table.md (means with 95% CIs), curves.png (RL learning curves)
+            evaluation on eval.split (test), with the reflection diagnostic           seed-S/eval/<split>/<method>.json
+            and on each of eval.extra's task sets (e.g. DangerousTaxi's paper starts) seed-S/eval/<split>-<name>/...
+    results.csv, table.md (seed-level intervals, paired comparisons), curves.png (learning curves)
+
+The protocol (docs/results.md): every setting is chosen on the valid split (early stopping reads held-out
+*training* tasks; RL's periodic evaluation and ``rl eval`` read valid); the table's final evaluation reads the
+test split once. Intervals resample seeds, then episodes (``frugalft.eval.intervals``); comparisons are paired
+by seed and task. An evaluation file records the fingerprint of the config that made it, and a rerun with a
+different config refuses to reuse it.
 
 Every stage skips what is already on disk (a finished data set, a saved warm-up model, an evaluation json;
 RL resumes from its checkpoint), so a killed table resumes where it stopped.
@@ -23,6 +30,11 @@ Methods (``METHODS``):
 Opt-in methods (``EXTRA_METHODS``: valid in ``methods:`` and ``rl train --method``, in no default list):
 - ``reflect_rl_grpo``: Reflect-RL (the same warm-up) with ``algorithm: grpo``, the config's other ``rl``
   settings unchanged (``num_envs`` must be a multiple of ``rl.group_size``).
+- ``sft_noreflect_rinit``, ``sft_rl_noreflect_rinit``: the control of the reflecting policy's head start. The
+  Reflect-RL policy starts from the trained reflection model, which has read every training state with its
+  teacher text; these policies start from that same model but read no reflection (warm-up variant
+  ``noreflect_rinit``, trained to its validation plateau), then (``sft_rl_...``) RL without reflection. Against
+  Reflect-RL they isolate "reads a reflection" from "starts from a model that learned the map".
 """
 
 from __future__ import annotations
@@ -30,7 +42,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +53,7 @@ from frugalft.reflect.warmup import WarmupConfig
 from frugalft.reflect.warmup_data import DataConfig
 
 METHODS = ("random", "oracle", "sft", "sft_noreflect", "rl", "sft_rl_noreflect", "reflect_rl_noneg", "reflect_rl")
-EXTRA_METHODS = ("reflect_rl_grpo",)  # selectable, never a default row
+EXTRA_METHODS = ("reflect_rl_grpo", "sft_noreflect_rinit", "sft_rl_noreflect_rinit")  # selectable, never default
 ALL_METHODS = METHODS + EXTRA_METHODS
 TITLES = {
     "random": "random",
@@ -54,6 +65,8 @@ TITLES = {
     "reflect_rl_noneg": "Reflect-RL without negative examples",
     "reflect_rl": "Reflect-RL",
     "reflect_rl_grpo": "Reflect-RL, GRPO",
+    "sft_noreflect_rinit": "SFT only, no reflection, policy from the reflection model",
+    "sft_rl_noreflect_rinit": "SFT + RL, no reflection, policy from the reflection model",
 }
 # method -> (warm-up variant or None, does RL)
 PLAN: dict[str, tuple[str | None, bool]] = {
@@ -66,13 +79,19 @@ PLAN: dict[str, tuple[str | None, bool]] = {
     "reflect_rl_noneg": ("reflect_noneg", True),
     "reflect_rl": ("reflect", True),
     "reflect_rl_grpo": ("reflect", True),
+    "sft_noreflect_rinit": ("noreflect_rinit", False),
+    "sft_rl_noreflect_rinit": ("noreflect_rinit", True),
 }
 ALGORITHMS = {"reflect_rl_grpo": "grpo"}  # methods whose RL overrides rl.algorithm
 
 
+# The rows a comparison is made against, when the table has them: Reflect-RL minus each, paired by seed and task.
+COMPARED = ("sft", "sft_rl_noreflect", "sft_rl_noreflect_rinit", "reflect_rl_noneg", "rl", "random")
+
+
 @dataclass
 class EvalConfig:
-    split: str = "test"  # held-out tasks
+    split: str = "test"  # the table's final evaluation: the test split, read once (tune on valid: rl eval)
     levels: list[int] | None = None  # None = all levels of the environment
     max_tasks: int | None = 20  # first N test tasks per level; None = all
     repeats: int = 1  # episodes per task
@@ -80,6 +99,9 @@ class EvalConfig:
     temperature: float = 1.0
     num_envs: int = 16  # parallel environments
     diagnostic: bool = True  # the reflection-quality diagnostic (needs the oracle)
+    # More task sets to evaluate every method on, each a name -> env_kwargs overrides (played on the same split,
+    # all its tasks), e.g. DangerousTaxi's {paper: {task_set: paper}}: the paper's 300 starts.
+    extra: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +114,9 @@ class ExperimentConfig:
     device: str = "auto"
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])  # the table's seeds (>= 3 for CIs)
     methods: list[str] = field(default_factory=lambda: list(METHODS))  # table rows, see METHODS
+    # Seeds added for some methods only (the headline rows get >= 5 seeds, the others stay at ``seeds``):
+    # method -> extra seeds. Paired comparisons use the seeds both methods ran.
+    extra_seeds: dict[str, list[int]] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     rl: RLConfig = field(default_factory=RLConfig)
@@ -105,6 +130,19 @@ class ExperimentConfig:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
         if unknown:
             raise ValueError(f"unknown methods {unknown}; valid: {', '.join(ALL_METHODS)}")
+        stray = [m for m in self.extra_seeds if m not in self.methods]
+        if stray:
+            raise ValueError(f"extra_seeds names methods that are not in methods: {stray}")
+
+    def seeds_of(self, method: str) -> list[int]:
+        """The seeds ``method`` runs on: ``seeds`` plus its ``extra_seeds``."""
+        return list(self.seeds) + [s for s in self.extra_seeds.get(method, []) if s not in self.seeds]
+
+    def all_seeds(self) -> list[int]:
+        return sorted({s for m in self.methods for s in self.seeds_of(m)})
+
+    def methods_of(self, seed: int) -> list[str]:
+        return [m for m in self.methods if seed in self.seeds_of(m)]
 
     def for_seed(self, seed: int) -> tuple[DataConfig, WarmupConfig, RLConfig]:
         """The three stage configs of one seed, with env, model, device and seed filled in."""
@@ -141,9 +179,19 @@ def run_warmup(config: ExperimentConfig, run_dir: str | Path, seed: int, variant
     from frugalft.reflect.warmup import warmup
 
     _, warm, _ = config.for_seed(seed)
-    if variant == "noreflect" and config.match_noreflect_steps and warm.policy_init == "reflection":
+    if variant in ("noreflect", "noreflect_rinit") and config.match_noreflect_steps \
+            and warm.policy_init == "reflection":
         warm.policy_steps += warm.reflection_steps
     data = run_data(config, run_dir, seed, log)
+    if variant == "noreflect_rinit":
+        # The control: the no-reflection policy set, from the Reflect-RL variant's trained reflection model, with
+        # as many steps as the noreflect variant (validation stops it at its plateau).
+        from frugalft.reflect.warmup import train_policy
+
+        reflection = run_warmup(config, run_dir, seed, "reflect", log)["reflection"]
+        policy = train_policy(warm, data / "policy_noreflect.jsonl",
+                              seed_dir(run_dir, seed) / "warmup" / variant / "policy", log, start=reflection)
+        return {"reflection": None, "policy": policy}
     return warmup(warm, data, seed_dir(run_dir, seed) / "warmup" / variant, variant, log)
 
 
@@ -163,20 +211,54 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     return rl
 
 
-def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method: str, log=print) -> dict:
-    """Warm-up (if needed), RL (if the method has it) and evaluation of one cell; returns its result row."""
-    from frugalft.reflect.evaluate import evaluate
+def fingerprint(config: ExperimentConfig, seed: int, method: str) -> str:
+    """A hash of everything that makes a cell's result: the seed's stage configs, the evaluation settings and the
+    method (not the list of other methods, seeds or tracking)."""
+    import hashlib
+
+    from frugalft.config import to_dict
+
+    data, warm, rl = config.for_seed(seed)
+    blob = json.dumps({"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl),
+                       "eval": to_dict(config.eval), "match": config.match_noreflect_steps, "method": method},
+                      sort_keys=True, default=str)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def eval_path(run_dir: str | Path, seed: int, method: str, split: str, task_set: str | None = None) -> Path:
+    folder = split if task_set is None else f"{split}-{task_set}"
+    return seed_dir(run_dir, seed) / "eval" / folder / f"{method}.json"
+
+
+def _reuse(out: Path, fp: str) -> dict | None:
+    """A finished cell's row, if it was made by this config; a row made by another config is an error."""
+    if not out.exists():
+        return None
+    row = json.loads(out.read_text(encoding="utf-8"))
+    if row.get("fingerprint") != fp:
+        raise ValueError(f"{out} was made with another config (fingerprint {row.get('fingerprint')} != {fp}): "
+                         "use another --run-dir, or delete that seed's folder to rerun it")
+    return row
+
+
+def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method: str, log=print,
+               split: str | None = None) -> dict:
+    """Warm-up (if needed), RL (if the method has it) and evaluation of one cell on ``split`` (default
+    ``eval.split``) and on each of ``eval.extra``'s task sets; returns the main evaluation's result row."""
     from frugalft.reflect.train import build_players, train
 
-    out = seed_dir(run_dir, seed) / "eval" / f"{method}.json"
-    if out.exists():
-        return json.loads(out.read_text(encoding="utf-8"))
+    split = split or config.eval.split
+    fp = fingerprint(config, seed, method)
+    out = eval_path(run_dir, seed, method, split)
+    extras = {name: eval_path(run_dir, seed, method, split, name) for name in config.eval.extra}
+    done = _reuse(out, fp)
+    if done is not None and all(_reuse(p, fp) is not None for p in extras.values()):
+        return done
     t0 = time.time()
     variant, does_rl = PLAN[method]
     if variant is not None:
         run_warmup(config, run_dir, seed, variant, log)
     rl = rl_config_for(config, run_dir, seed, method)
-    ev = config.eval
     if method in ("random", "oracle"):
         agent: Any = method
     else:
@@ -185,13 +267,33 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
             rl_dir = seed_dir(run_dir, seed) / "rl" / method
             log(f"[seed {seed}] {method}: RL for {rl.iterations} iterations in {rl_dir}")
             train(rl, rl_dir, resume=True, players=agent)  # a finished run just reloads its last checkpoint
-    result = evaluate(agent, rl, split=ev.split, levels=ev.levels, max_tasks=ev.max_tasks, repeats=ev.repeats,
+    row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, fp, t0, None, log)
+    for name, path in extras.items():
+        if _reuse(path, fp) is None:
+            _evaluate_cell(config, agent, rl, seed, method, split, path, fp, time.time(), name, log)
+    return row
+
+
+def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int, method: str, split: str,
+                   out: Path, fp: str, t0: float, task_set: str | None, log) -> dict:
+    from frugalft.reflect.evaluate import evaluate
+
+    ev = config.eval
+    if task_set is not None:  # every task of the set, on the same split
+        rl = copy.deepcopy(rl)
+        rl.env_kwargs = {**rl.env_kwargs, **ev.extra[task_set]}
+    result = evaluate(agent, rl, split=split, levels=ev.levels,
+                      max_tasks=ev.max_tasks if task_set is None else None, repeats=ev.repeats,
                       greedy=ev.greedy, temperature=ev.temperature, num_envs=ev.num_envs,
-                      diagnostic=ev.diagnostic, seed=seed)
-    row = {"env": config.env, "method": method, "seed": seed, **_flatten(result.to_dict()),
-           "seconds": round(time.time() - t0, 1)}
+                      diagnostic=ev.diagnostic and task_set is None, seed=seed)
+    flat = result.to_dict()
+    outcomes = flat.pop("outcomes")
+    row = {"env": config.env, "method": method, "seed": seed, "split": split, "task_set": task_set or "",
+           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": fp, "outcomes": outcomes}
     write_json(out, row)
-    log(f"[seed {seed}] {method}: success {row['success']:.3f} return {row['return']:.3f} ({row['seconds']} s)")
+    where = split if task_set is None else f"{split}, task set {task_set}"
+    log(f"[seed {seed}] {method} ({where}): success {row['success']:.3f} return {row['return']:.3f} "
+        f"({row['seconds']} s)")
     return row
 
 
@@ -292,21 +394,26 @@ def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started:
     t0 = started if started is not None else time.time()
     rows = []
     quality = []
-    for seed in config.seeds:
-        for method in config.methods:
+    for seed in config.all_seeds():
+        methods = config.methods_of(seed)
+        for method in methods:
             rows.append(run_method(config, run_dir, seed, method, log))
-        for variant in sorted({PLAN[m][0] for m in config.methods} & {"reflect", "reflect_noneg"}):
+            for name in config.eval.extra:
+                rows.append(json.loads(eval_path(run_dir, seed, method, config.eval.split, name)
+                                       .read_text(encoding="utf-8")))
+        for variant in sorted({PLAN[m][0] for m in methods} & {"reflect", "reflect_noneg"}):
             quality.append(reflection_quality(config, run_dir, seed, variant, log))
     return write_outputs(config, run_dir, rows, time.time() - t0, log, quality)
 
 
 def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], seconds: float, log=print,
                   quality: list[dict] | None = None) -> dict:
-    keys = sorted({k for r in rows for k in r}, key=lambda k: (k not in ("env", "method", "seed"), k))
+    flat = [{k: v for k, v in r.items() if k != "outcomes"} for r in rows]  # per-episode lists stay in the jsons
+    keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("env", "method", "seed"), k))
     with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
         w.writeheader()
-        w.writerows(rows)
+        w.writerows(flat)
     write_text(run_dir / "table.md", markdown_table(config, rows, seconds) + quality_table(quality or []))
     paths = {"csv": run_dir / "results.csv", "markdown": run_dir / "table.md"}
     png = plot_curves(config, run_dir)
@@ -316,44 +423,67 @@ def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], sec
     return paths
 
 
-T_95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
 def mean_ci(values: list[float]) -> tuple[float, float]:
     """Mean and half-width of the 95% Student-t interval across seeds (0 with one seed)."""
-    n = len(values)
-    m = sum(values) / n
-    if n < 2:
-        return m, 0.0
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (n - 1))
-    return m, T_95.get(n - 1, 1.96) * sd / math.sqrt(n)
+    from frugalft.eval.intervals import mean_t_interval
+
+    return mean_t_interval(values)
+
+
+def _per_seed(rows: list[dict], key: str) -> tuple[dict[int, list[float]], dict[int, list[str]]]:
+    """``({seed: per-episode values}, {seed: task ids})`` of one method's rows (those that kept outcomes)."""
+    vals = {r["seed"]: [float(v) for v in r["outcomes"][key]] for r in rows if r.get("outcomes")}
+    tasks = {r["seed"]: list(r["outcomes"]["task_id"]) for r in rows if r.get("outcomes")}
+    return vals, tasks
+
+
+def _pct(m: float, lo: float, hi: float) -> str:
+    return f"{100 * m:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
 def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | None = None) -> str:
-    from frugalft.reflect.evaluate import wilson_interval
+    from frugalft.eval.intervals import hierarchical_bootstrap, paired_differences, wilson_interval
 
-    levels = sorted({int(k[5:-8]) for r in rows for k in r if k.startswith("level") and k.endswith("_success")})
+    main = [r for r in rows if not r.get("task_set")]
+    extra_names = list(config.eval.extra)
+    levels = sorted({int(k[5:-8]) for r in main for k in r if k.startswith("level") and k.endswith("_success")})
+    split = main[0].get("split", config.eval.split) if main else config.eval.split
+    extra_cols = "".join(f" success % on {n} [95% CI] |" for n in extra_names)
     lines = [
-        f"### {config.env} ({config.model}, seeds {', '.join(map(str, config.seeds))})",
+        f"### {config.env} ({config.model}, {split} split, seeds {', '.join(map(str, config.all_seeds()))})",
         "",
-        "Success and return: mean over seeds ± 95% t-interval across seeds (the value alone with one seed); "
-        "*pooled*: all episodes of all seeds with a Wilson 95% interval. Agreement: how often the policy's action is the oracle's; "
-        "P(oracle) with / without reflection: the policy's probability of the oracle action with its reflection "
-        "and with the reflection removed from the same prompt (the diagnostic).",
+        "Success: mean over seeds of each seed's success rate, with a 95% hierarchical bootstrap interval "
+        "(seeds resampled, then episodes within each seed; `frugalft.eval.intervals`); the per-seed rates; and the "
+        "*episode-level* Wilson interval of all episodes pooled, which ignores that episodes of a seed share a "
+        "model (shown for reference only). Return: mean over seeds ± 95% t-interval across seeds. Agreement: how "
+        "often the policy's action is the oracle's; P(oracle) with / without reflection: the policy's probability "
+        "of the oracle action with its reflection and with the reflection removed from the same prompt.",
         "",
-        "| method | success % | pooled success % [95% CI] | return | agreement % | P(oracle) with / without reflection |"
+        "| method | seeds | success % [95% CI, seeds then episodes] | by seed | episode-level Wilson % |"
+        f"{extra_cols} return | agreement % | P(oracle) with / without reflection |"
         + (" success % by level (" + " / ".join(str(lv) for lv in levels) + ") |" if len(levels) > 1 else ""),
-        "|---|---|---|---|---|---|" + ("---|" if len(levels) > 1 else ""),
+        "|---|---|---|---|---|" + "---|" * len(extra_names) + "---|---|---|" + ("---|" if len(levels) > 1 else ""),
     ]
     for method in config.methods:
-        cell = [r for r in rows if r["method"] == method]
+        cell = sorted((r for r in main if r["method"] == method), key=lambda r: r["seed"])
         if not cell:
             continue
-        s, s_ci = mean_ci([100 * r["success"] for r in cell])
-        ret, ret_ci = mean_ci([r["return"] for r in cell])
+        vals, _ = _per_seed(cell, "success")
+        if len(vals) == len(cell):
+            m, lo, hi = hierarchical_bootstrap(list(vals.values()))
+            s_txt = _pct(m, lo, hi)
+        else:  # rows written before outcomes were kept: no interval across seeds
+            s_txt = f"{100 * sum(r['success'] for r in cell) / len(cell):.1f}"
+        by_seed = " / ".join(f"{100 * r['success']:.0f}" for r in cell)
         wins = round(sum(r["success"] * r["episodes"] for r in cell))
         n = sum(r["episodes"] for r in cell)
-        lo, hi = wilson_interval(wins, n)
+        wlo, whi = wilson_interval(wins, n)
+        extra_txt = ""
+        for name in extra_names:
+            xs = [r for r in rows if r["method"] == method and r.get("task_set") == name]
+            xv, _ = _per_seed(xs, "success")
+            extra_txt += f" {_pct(*hierarchical_bootstrap(list(xv.values())))} |" if xv else " – |"
+        ret, ret_ci = mean_ci([r["return"] for r in cell])
         agree = [r["diag_oracle_agreement"] for r in cell if "diag_oracle_agreement" in r]
         agree_txt = f"{100 * sum(agree) / len(agree):.0f}" if agree else "–"
         with_r = [r["diag_oracle_prob"] for r in cell if "diag_oracle_prob" in r]
@@ -364,14 +494,38 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
         if len(levels) > 1:
             means = [sum(r.get(f"level{lv}_success", float("nan")) for r in cell) / len(cell) for lv in levels]
             by_level = " " + " / ".join(f"{100 * m:.0f}" for m in means) + " |"
-        pm = len(cell) > 1  # one seed has no interval across seeds: print the value alone, not "± 0.0"
-        s_txt = f"{s:.1f} ± {s_ci:.1f}" if pm else f"{s:.1f}"
-        ret_txt = f"{ret:.2f} ± {ret_ci:.2f}" if pm else f"{ret:.2f}"
-        lines.append(f"| {TITLES[method]} | {s_txt} | {100 * wins / n:.1f} [{100 * lo:.1f}, "
-                     f"{100 * hi:.1f}] | {ret_txt} | {agree_txt} | {probs} |{by_level}")
+        ret_txt = f"{ret:.2f} ± {ret_ci:.2f}" if len(cell) > 1 else f"{ret:.2f}"
+        lines.append(f"| {TITLES[method]} | {len(cell)} | {s_txt} | {by_seed} | {100 * wins / n:.1f} "
+                     f"[{100 * wlo:.1f}, {100 * whi:.1f}] |{extra_txt} {ret_txt} | {agree_txt} | {probs} |{by_level}")
+    comparisons = comparison_lines(config, main, hierarchical_bootstrap, paired_differences)
+    if comparisons:
+        lines += ["", "Paired comparisons (success, percentage points): Reflect-RL minus each row, episode by episode "
+                  "on the same tasks, over the seeds both ran; 95% hierarchical bootstrap interval. An interval that "
+                  "excludes 0 is a difference these seeds and tasks resolve.", "",
+                  "| Reflect-RL minus | seeds | difference, points [95% CI] | by seed |", "|---|---|---|---|",
+                  *comparisons]
     if seconds is not None:
         lines += ["", f"Wall time of this run: {seconds / 60:.1f} min."]
     return "\n".join(lines) + "\n"
+
+
+def comparison_lines(config: ExperimentConfig, main: list[dict], bootstrap, paired) -> list[str]:
+    if "reflect_rl" not in config.methods:
+        return []
+    ref_vals, ref_tasks = _per_seed([r for r in main if r["method"] == "reflect_rl"], "success")
+    out = []
+    for other in COMPARED:
+        if other not in config.methods:
+            continue
+        vals, tasks = _per_seed([r for r in main if r["method"] == other], "success")
+        diffs = paired(ref_vals, vals, ref_tasks, tasks)
+        if not diffs:
+            continue
+        m, lo, hi = bootstrap(list(diffs.values()))
+        by_seed = " / ".join(f"{100 * d.mean():+.0f}" for d in diffs.values())
+        out.append(f"| {TITLES[other]} | {len(diffs)} | {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+                   f"| {by_seed} |")
+    return out
 
 
 def quality_table(quality: list[dict]) -> str:
@@ -395,7 +549,8 @@ def quality_table(quality: list[dict]) -> str:
 
 
 VARIANT_TITLES = {"reflect": "Reflect-RL warm-up", "reflect_noneg": "warm-up without negatives",
-                  "noreflect": "warm-up without reflection"}
+                  "noreflect": "warm-up without reflection",
+                  "noreflect_rinit": "without reflection, from the reflection model"}
 
 
 def warmup_curves(config: ExperimentConfig, run_dir: Path) -> dict[str, list[list[tuple[int, float]]]]:
@@ -404,7 +559,7 @@ def warmup_curves(config: ExperimentConfig, run_dir: Path) -> dict[str, list[lis
 
     out: dict[str, list[list[tuple[int, float]]]] = {}
     for variant in VARIANT_TITLES:
-        for seed in config.seeds:
+        for seed in config.all_seeds():
             path = seed_dir(run_dir, seed) / "warmup" / variant / "policy" / "metrics.jsonl"
             if path.exists():
                 pts = [(r["step"], r["val_accuracy"]) for r in read_metrics(path) if "val_accuracy" in r]
@@ -421,7 +576,7 @@ def rl_curves(config: ExperimentConfig, run_dir: Path, key: str = "success") -> 
     for method in config.methods:
         if not PLAN[method][1]:
             continue
-        for seed in config.seeds:
+        for seed in config.all_seeds():
             path = seed_dir(run_dir, seed) / "rl" / method / "metrics.jsonl"
             if path.exists():
                 rows = read_metrics(path)
@@ -467,7 +622,7 @@ def plot_curves(config: ExperimentConfig, run_dir: Path) -> Path | None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend(fontsize=7)
-    fig.suptitle(f"{config.env}: warm-up and RL learning curves (mean of {len(config.seeds)} seeds; RL: moving "
+    fig.suptitle(f"{config.env}: warm-up and RL learning curves (mean of the seeds that ran; RL: moving "
                  "average)")
     fig.tight_layout()
     out = run_dir / "curves.png"

@@ -117,7 +117,7 @@ class RLConfig:
     track_kl: bool = True  # compute the kl metric for REINFORCE/GRPO too (one more forward per step)
     seed: int = 0
     eval_interval: int = 0  # evaluate every N iterations (0: never during training)
-    eval_split: str = "test"
+    eval_split: str = "valid"  # periodic evaluation during RL: never the test split (that is read once, by the table)
     eval_max_tasks: int | None = 20  # test tasks per level for the periodic evaluation (null: all)
     eval_greedy: bool = False  # the paper evaluates by sampling at temperature 1
     checkpoint_interval: int = 25  # iterations between checkpoints (and one at the end)

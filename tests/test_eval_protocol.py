@@ -1,0 +1,114 @@
+"""The evaluation protocol: three disjoint splits in every environment, seed-level intervals checked against an
+exact enumeration, paired differences, and DangerousTaxi's overlap figures computed from Taxi-v3's tables."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from frugalft.eval.intervals import bootstrap_means, hierarchical_bootstrap, paired_differences
+
+
+def _disjoint(env) -> dict[str, set[str]]:
+    ids = {sp: set(env.task_ids(sp)) for sp in ("train", "valid", "test")}
+    assert all(ids.values()), {sp: len(v) for sp, v in ids.items()}
+    for a, b in itertools.combinations(ids, 2):
+        assert not ids[a] & ids[b], f"{a} and {b} share {sorted(ids[a] & ids[b])[:3]}"
+    return ids
+
+
+def test_taxi_splits_are_disjoint_and_sized():
+    from frugalft.envs.taxi import DangerousTaxi
+
+    ids = _disjoint(DangerousTaxi())
+    starts = {sp: {t.split("-")[1] for t in v} for sp, v in ids.items()}
+    assert {sp: len(v) for sp, v in starts.items()} == {"train": 102, "valid": 40, "test": 100}
+    assert not starts["train"] & starts["test"] and not starts["valid"] & starts["test"]
+
+
+def test_taxi_paper_task_set_is_all_300_starts():
+    from frugalft.envs.taxi import DangerousTaxi, _distances
+
+    env = DangerousTaxi(split="test", mode="full", task_set="paper")
+    full = env.task_ids("test", 2)
+    assert len(full) == 300
+    fits = sum(_distances("full")[int(t.split("-")[1])] <= 15 for t in full)
+    assert fits == 242  # the oracle's ceiling at horizon 15: 242 / 300 = 80.7%
+    assert set(env.task_ids("train")) == set(DangerousTaxi().task_ids("train"))  # training is unchanged
+
+
+def test_taxi_overlap_matches_the_figures_computed_by_hand():
+    """The issue's figures, recomputed independently from Taxi-v3's tables for the earlier 142-start training
+    set (today's train + valid): 1,155 of 1,213 test path states seen, 56 test starts mid-path in training,
+    86 episodes on seen states only after their first step."""
+    from frugalft.envs.taxi import split_overlap
+
+    old = split_overlap(against=("train", "valid"))
+    assert (old["path_states"], old["path_states_seen"]) == (1213, 1155)
+    assert old["starts_seen_mid_path"] == 56 and old["episodes_seen_after_first_step"] == 86
+    assert old["distinct_states"] == 218
+    now = split_overlap()  # against today's 102 training starts
+    assert now["path_states"] == 1213 and now["path_states_seen"] < old["path_states_seen"]
+
+
+def test_taxi_dropoff_starts_are_few():
+    from frugalft.envs.taxi import DangerousTaxi, _dropoff_start
+
+    env = DangerousTaxi()
+    starts = {_dropoff_start(int(t.split("-")[1])) for sp in ("train", "valid", "test")
+              for t in env.task_ids(sp, 1)}
+    assert len(starts) == 12  # 4 pickup depots x 3 other destinations: the taxi stands on the passenger's depot
+
+
+def test_autoexplore_splits_are_disjoint():
+    from frugalft.envs.autoexplore import AutoExplore
+
+    _disjoint(AutoExplore())
+
+
+def test_textworld_splits_are_disjoint():
+    pytest.importorskip("textworld")
+    from frugalft.envs.textworld_env import TextWorld
+
+    _disjoint(TextWorld())
+
+
+def test_hierarchical_bootstrap_matches_exact_enumeration():
+    """Seeds A = [0, 1] and B = [1, 1]. Exactly: draw two seeds (AA, AB, BA, BB, each 1/4), then each drawn seed's
+    two episodes with replacement (A's mean is 0, 1/2, 1 with probability 1/4, 1/2, 1/4; B's is 1)."""
+    exact: dict[float, float] = {}
+    a_means = {0.0: 0.25, 0.5: 0.5, 1.0: 0.25}
+    for s1, s2 in itertools.product("AB", repeat=2):
+        d1 = a_means if s1 == "A" else {1.0: 1.0}
+        d2 = a_means if s2 == "A" else {1.0: 1.0}
+        for (m1, p1), (m2, p2) in itertools.product(d1.items(), d2.items()):
+            exact[(m1 + m2) / 2] = exact.get((m1 + m2) / 2, 0.0) + 0.25 * p1 * p2
+    assert exact == {0.0: 1 / 64, 0.25: 4 / 64, 0.5: 14 / 64, 0.75: 20 / 64, 1.0: 25 / 64}
+    boot = bootstrap_means([[0, 1], [1, 1]], resamples=40_000, seed=1)
+    values, counts = np.unique(boot, return_counts=True)
+    assert values.tolist() == sorted(exact)
+    assert np.allclose(counts / boot.size, [exact[v] for v in values.tolist()], atol=0.01)
+    # Pooling the four episodes (a plain bootstrap) would put (3/4)^4 = 0.316 on 1.0, not 25/64 = 0.391.
+    mean, lo, hi = hierarchical_bootstrap([[0, 1], [1, 1]], resamples=40_000)
+    assert (mean, lo, hi) == (0.75, 0.25, 1.0)
+
+
+def test_seeds_that_disagree_give_a_wide_interval():
+    """Three models at 8%, 0% and 67% on 100 tasks: the pooled Wilson interval is [20, 30]; resampling seeds
+    gives an interval that spans most of the range, as three such seeds warrant."""
+    per_seed = [[1] * 8 + [0] * 92, [0] * 100, [1] * 67 + [0] * 33]
+    mean, lo, hi = hierarchical_bootstrap(per_seed)
+    assert mean == pytest.approx(0.25)
+    assert lo < 0.05 and hi > 0.5
+
+
+def test_paired_differences_need_the_same_tasks():
+    a = {0: [1, 1, 0], 1: [1, 0, 0]}
+    b = {0: [1, 0, 0], 1: [0, 0, 0], 2: [1, 1, 1]}
+    tasks = {0: ["x", "y", "z"], 1: ["x", "y", "z"], 2: ["x", "y", "z"]}
+    diffs = paired_differences(a, b, tasks, tasks)
+    assert sorted(diffs) == [0, 1] and diffs[0].tolist() == [0, 1, 0] and diffs[1].tolist() == [1, 0, 0]
+    with pytest.raises(ValueError, match="different task lists"):
+        paired_differences(a, b, tasks, {**tasks, 1: ["y", "x", "z"]})
