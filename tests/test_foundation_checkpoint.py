@@ -117,3 +117,98 @@ def test_run_dir_writes_config_and_plain_json_metrics(tmp_path):
     row = json.loads((tmp_path / "r" / "metrics.jsonl").read_text())
     assert row["loss"] == 0.5 and row["step"] == 1
     assert "hello" in (tmp_path / "r" / "run.log").read_text()
+
+
+# ---- manifests, fallback, pruning by write order, stale temporaries, failed writes ------------------------
+def test_a_truncated_latest_falls_back_to_the_newest_intact_checkpoint(tmp_path, caplog):
+    model, tok = load_model("tiny-test", seed=1)
+    for step in (1, 2, 3):
+        save_checkpoint(tmp_path, step, model)
+    manifest = json.loads((tmp_path / "step-00000003" / "manifest.json").read_text())
+    assert manifest["seq"] == 3 and set(manifest["files"]) == {"model.safetensors", "state.pt", "meta.json"}
+    weights = tmp_path / "step-00000003" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a write cut short
+    with caplog.at_level("WARNING", logger="frugalft.checkpoint"):
+        assert latest_checkpoint(tmp_path).name == "step-00000002"
+    assert "step-00000003" in caplog.text and "truncated" in caplog.text and "step-00000002" in caplog.text
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(tmp_path / "step-00000003", model)
+    other, _ = load_model("tiny-test", seed=2)
+    assert load_checkpoint(latest_checkpoint(tmp_path), other)["step"] == 2
+
+    # Same size, flipped bytes: the checksum catches it. LATEST gone: the newest that verifies, not None.
+    state = tmp_path / "step-00000002" / "state.pt"
+    data = bytearray(state.read_bytes())
+    data[-10] ^= 0xFF
+    state.write_bytes(bytes(data))
+    (tmp_path / "LATEST").unlink()
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+    # Nothing intact at all: an error that says so, never a silent start from zero.
+    (tmp_path / "step-00000001" / "meta.json").unlink()
+    with pytest.raises(CheckpointError, match="no other checkpoint .* verifies.*--restart"):
+        latest_checkpoint(tmp_path)
+
+
+def test_pruning_keeps_the_newest_written_not_the_highest_step(tmp_path):
+    model, _ = load_model("tiny-test")
+    for step in (3, 4):
+        save_checkpoint(tmp_path, step, model, keep=2)
+    (tmp_path / "LATEST").unlink()  # lost; the run then restarted lower (e.g. its config asked for it)
+    new = save_checkpoint(tmp_path, 1, model, keep=2)
+    assert new.is_dir() and latest_checkpoint(tmp_path) == new
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000001", "step-00000004"]
+    save_checkpoint(tmp_path, 2, model, keep=2)
+    assert sorted(p.name for p in tmp_path.glob("step-*")) == ["step-00000001", "step-00000002"]
+
+
+def test_stale_temporaries_are_removed_when_the_run_directory_opens(tmp_path):
+    run_dir = tmp_path / "run"
+    model, _ = load_model("tiny-test")
+    save_checkpoint(run_dir / "checkpoints", 1, model)
+    # What a process killed mid-save leaves: a half-written step folder, a LATEST temp, a folder moved aside.
+    for name in (".step-00000002.k3j4h5.tmp", ".step-00000001.old", ".LATEST.abc123.tmp"):
+        (run_dir / "checkpoints" / name).mkdir()
+    (run_dir / "checkpoints" / ".step-00000002.k3j4h5.tmp" / "step-00000002").mkdir()
+    (run_dir / ".config.yaml.x1y2.tmp").mkdir()
+    RunDir(run_dir, resume=True)
+    assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == ["LATEST", "step-00000001"]
+    assert not list(run_dir.glob(".*.tmp"))
+    assert "left by a process that died" in (run_dir / "run.log").read_text()
+
+
+@pytest.mark.parametrize("failure", ["oserror", "torch"])
+def test_a_failed_write_names_the_path_and_the_cause_and_keeps_the_last_checkpoint(tmp_path, monkeypatch,
+                                                                                     failure):
+    import errno
+
+    model, _ = load_model("tiny-test")
+    save_checkpoint(tmp_path, 1, model)
+
+    def full_disk(*args, **kwargs):
+        if failure == "oserror":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        # What torch.save itself raises on a full disk: a RuntimeError without an errno.
+        raise RuntimeError("[enforce fail at inline_container.cc:595] . PytorchStreamWriter failed writing file "
+                           "data/0: file write failed\nException raised from ...")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(CheckpointError) as info:
+        save_checkpoint(tmp_path, 2, model)
+    message = str(info.value)
+    assert str(tmp_path / "step-00000002") in message and "free there" in message and "\n" not in message
+    if failure == "oserror":
+        assert "No space left on device [ENOSPC]" in message
+    else:
+        assert "file write failed" in message
+    assert latest_checkpoint(tmp_path).name == "step-00000001"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["LATEST", "step-00000001"]  # no temp left behind
+
+
+def test_checkpoints_from_before_manifests_still_load_and_count_as_older(tmp_path):
+    model, _ = load_model("tiny-test")
+    old = save_checkpoint(tmp_path, 5, model)
+    (old / "manifest.json").unlink()  # as written by an earlier version
+    assert latest_checkpoint(tmp_path) == old
+    load_checkpoint(old, model)
+    new = save_checkpoint(tmp_path, 1, model, keep=1)
+    assert [p.name for p in tmp_path.glob("step-*")] == [new.name]

@@ -37,6 +37,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove what ``atomic_path`` leaves in ``folder`` when a process dies mid-write: its ``.<name>.*.tmp``
+    temporaries and ``.<name>.old`` directories moved aside. Call it only where no other process is writing
+    (a locked run directory): a live writer's temporary looks the same. Returns the removed paths."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in folder.iterdir():
+        if p.name.startswith(".") and p.name.endswith((".tmp", ".old")) and p.name.count(".") >= 2:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
 def write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

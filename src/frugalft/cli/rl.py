@@ -6,7 +6,7 @@ rl and eval sections; see ``src/frugalft/configs/rl/``) and works in one run dir
     <run-dir>/seed-<S>/data/*.jsonl            frugalft rl data
     <run-dir>/seed-<S>/warmup/<variant>/       frugalft rl warmup --variant reflect|reflect_noneg|noreflect
     <run-dir>/seed-<S>/rl/<method>/            frugalft rl train --method reflect_rl|...
-    <run-dir>/seed-<S>/eval/<method>.json      frugalft rl eval --method ...
+    <run-dir>/seed-<S>/eval/<split>/<method>.json   frugalft rl eval --method ... (valid unless --split test)
     <run-dir>/results.csv, table.md, curves.png    frugalft rl table (all of the above, every seed and method)
 
 Each stage reuses what an earlier one left (and resumes a killed RL run), so ``table`` after the single
@@ -24,7 +24,15 @@ from typing import Any
 
 import typer
 
-from frugalft.cli.options import ConfigOption, ReportToOption, SetOption, fail, report_to, resolve_config
+from frugalft.cli.options import (
+    ConfigOption,
+    ReportToOption,
+    RestartOption,
+    SetOption,
+    fail,
+    report_to,
+    resolve_config,
+)
 
 app = typer.Typer(help="Reflect-RL: warm-up data, SFT warm-up, online RL, evaluation and the comparison table.",
                   no_args_is_help=True)
@@ -40,7 +48,8 @@ def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | Non
         cfg = resolve_config(ExperimentConfig, config, overrides)
     except ValueError as e:  # e.g. an unknown method, raised by the config itself
         raise typer.BadParameter(str(e)) from None
-    run = run_dir or Path("runs") / "rl" / cfg.env.split("/")[-1]
+    # The env's last name: "frugalft/TextWorld-v0" -> TextWorld-v0, "mypkg.envs:MyEnv" -> MyEnv (no ":" in paths)
+    run = run_dir or Path("runs") / "rl" / cfg.env.replace(":", "/").split("/")[-1]
     return cfg, run, seed if seed is not None else cfg.seeds[0]
 
 
@@ -100,15 +109,17 @@ def data_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_
 def warmup_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
                seed: int = SeedOption,
                variant: str = typer.Option("reflect", help="reflect, reflect_noneg or noreflect."),
-               report: str = ReportToOption) -> None:
+               report: str = ReportToOption, restart: bool = RestartOption) -> None:
     """SFT warm-up of the reflection model and the policy (runs `data` first if needed)."""
-    from frugalft.reflect.table import run_warmup
+    from frugalft.reflect.table import run_warmup, seed_dir
     from frugalft.reflect.warmup import VARIANTS
+    from frugalft.runs import claim_run
 
     if variant not in VARIANTS:
         fail(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
     cfg, run, seed = _setup(config, overrides, run_dir, seed)
     try:
+        claim_run(seed_dir(run, seed) / "warmup" / variant, restart)
         with _tracking(cfg, run, report):
             paths = run_warmup(cfg, run, seed, variant, log=typer.echo)
     except _errors() as e:
@@ -136,13 +147,14 @@ def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
               ray_address: str = typer.Option(None, "--ray-address",
                                               help="A running Ray cluster (auto, ray://head:10001); default: "
                                                    "start a local one."),
-              report: str = ReportToOption,
+              report: str = ReportToOption, restart: bool = RestartOption,
               ) -> None:
     """Online RL of the policy (reflection model frozen) from the method's warm-up; resumes a killed run."""
     from frugalft.distributed.data_parallel import setup as data_parallel
     from frugalft.reflect import backends
     from frugalft.reflect.table import PLAN, rl_config_for, run_warmup, seed_dir
     from frugalft.reflect.train import train
+    from frugalft.runs import claim_run
 
     method = _method(method, rl_only=True)
     cfg, run, seed = _setup(config, overrides, run_dir, seed)
@@ -152,6 +164,8 @@ def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
         cfg.rl.ray_address = ray_address
     try:
         dp = data_parallel(cfg.device)  # under accelerate launch: rank 0 prepares, the others wait
+        if dp.is_main:
+            claim_run(seed_dir(run, seed) / "rl" / method, restart)  # --restart: this method's RL only
         # (only rank 0 has a RunDir that logs: the other learner processes report nothing)
         with _tracking(cfg, run, report):
             variant = PLAN[method][0]
@@ -191,20 +205,25 @@ def _shutdown_ray() -> None:
 @app.command("eval")
 def eval_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
              seed: int = SeedOption,
-             method: str = typer.Option("reflect_rl", help="Any table method (random, oracle, sft, rl, ...).")
+             method: str = typer.Option("reflect_rl", help="Any table method (random, oracle, sft, rl, ...)."),
+             split: str = typer.Option("valid", "--split",
+                                       help="valid (the default: where settings are chosen) or test (read it "
+                                            "once, for the final table)."),
              ) -> None:
-    """Evaluate one method on the test split (training it first if it is not yet), with 95% CIs."""
-    from frugalft.reflect.table import run_method, seed_dir
+    """Evaluate one method on a split (training it first if it is not yet), with 95% CIs."""
+    from frugalft.reflect.table import eval_path, run_method
 
     method = _method(method)
+    if split not in ("train", "valid", "test"):
+        raise typer.BadParameter(f"--split must be train, valid or test, got {split!r}")
     cfg, run, seed = _setup(config, overrides, run_dir, seed)
     try:
-        row = run_method(cfg, run, seed, method, log=typer.echo)
+        row = run_method(cfg, run, seed, method, log=typer.echo, split=split)
     except _errors() as e:
         fail(str(e))
     typer.echo(f"{method}: success {100 * row['success']:.1f}% [{100 * row['success_ci_lo']:.1f}, "
-               f"{100 * row['success_ci_hi']:.1f}], return {row['return']:.3f} over {row['episodes']} episodes "
-               f"({seed_dir(run, seed) / 'eval' / (method + '.json')})")
+               f"{100 * row['success_ci_hi']:.1f}] on the {split} split, return {row['return']:.3f} over "
+               f"{row['episodes']} episodes ({eval_path(run, seed, method, split)})")
 
 
 @app.command("table")
@@ -223,7 +242,8 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
     cfg, run, _ = _setup(config, overrides, run_dir, None)
     started = time.time()
     if jobs > 1 and len(cfg.seeds) > 1:
-        _seeds_in_processes(config, overrides or [], run, report, cfg.seeds, jobs)
+        _seeds_in_processes(config, overrides or [], run, report, cfg.all_seeds(), jobs,
+                            {s: cfg.methods_of(s) for s in cfg.all_seeds()})
     try:
         with _tracking(cfg, run, report):
             paths = run_table(cfg, run, log=typer.echo, started=started)
@@ -233,7 +253,7 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
 
 
 def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, report: str | None,
-                        seeds: list[int], jobs: int) -> None:
+                        seeds: list[int], jobs: int, methods: dict[int, list[str]]) -> None:
     """``rl table`` for one seed per child process (``OMP_NUM_THREADS=1``), ``jobs`` at a time; each child logs
     to ``<run>/seed-<S>/table.log``. Every cell a child finishes is on disk, so the parent's table only reads."""
     import os
@@ -252,6 +272,8 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
             cmd = [sys.executable, "-m", "frugalft.cli.main", "rl", "table", "--run-dir", str(run)]
             cmd += ["--config", str(config)] if config is not None else []
             cmd += [a for o in overrides for a in ("--set", o)] + ["--set", f"seeds=[{seed}]"]
+            # the seed's own rows only (an extra seed runs the headline methods, not every row)
+            cmd += ["--set", "extra_seeds={}", "--set", f"methods=[{','.join(methods[seed])}]"]
             cmd += ["--report-to", report] if report else []
             typer.echo(f"seed {seed}: started (log: {log})")
             with open(log, "a", encoding="utf-8") as out:

@@ -7,7 +7,15 @@ from typing import Any
 
 import typer
 
-from frugalft.cli.options import ConfigOption, ReportToOption, SetOption, fail, report_to, resolve_config
+from frugalft.cli.options import (
+    ConfigOption,
+    ReportToOption,
+    RestartOption,
+    SetOption,
+    fail,
+    report_to,
+    resolve_config,
+)
 
 
 def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
@@ -27,11 +35,14 @@ def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str,
     return list(zip(pool.prompts(), responses, strict=True))
 
 
-def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption) -> None:
+def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption,
+            restart: bool = RestartOption) -> None:
     """Fine-tune a model (LoRA or full) on prompt/response pairs; loss on the response tokens only.
 
     e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=data/pool/pool.jsonl
     """
+    from frugalft.checkpoint import CheckpointError
+    from frugalft.runs import RunError, claim_run
     from frugalft.sft import SFTConfig, SFTError, train_sft
 
     cfg = resolve_config(SFTConfig, config, overrides)
@@ -50,31 +61,35 @@ def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, repor
         eval_pairs = [pairs[i] for i in order[:k]]
         pairs = [pairs[i] for i in order[k:]]
     try:
+        claim_run(cfg.out, restart)
         result = train_sft(cfg, pairs, eval_pairs)
-    except SFTError as e:
+    except (SFTError, CheckpointError, RunError) as e:
         fail(str(e))
     typer.echo(f"{result.steps} steps, train loss {result.train_loss:.4f}, eval loss "
                f"{result.eval_loss if result.eval_loss is None else round(result.eval_loss, 4)}, "
                f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
 
 
-def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption) -> None:
+def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption,
+              restart: bool = RestartOption) -> None:
     """Strategies x budgets x seeds: select -> annotate (pool references) -> SFT -> evaluate; savings vs random.
 
     Resumable: finished cells are skipped. e.g. frugalft curve -c src/frugalft/configs/curve/cpu.yaml
     """
+    from frugalft.checkpoint import CheckpointError
     from frugalft.design import DesignError
     from frugalft.eval.curve import CurveConfig, CurveError, run_curve
-    from frugalft.runs import tracking
+    from frugalft.runs import RunError, claim_run, tracking
     from frugalft.sft import SFTError
 
     cfg = resolve_config(CurveConfig, config, overrides)
     # One tracked run per cell (its SFT run directory), tagged with the cell's strategy, budget and seed.
     choice = report_to(report, cfg.report_to if cfg.report_to != "none" else cfg.sft.report_to)
     try:
+        claim_run(cfg.out, restart)  # one curve per folder; --restart: every cell over
         with tracking(choice, root=Path(cfg.out) / "sft", group=cfg.out, describe=_curve_cell_tags):
             result = run_curve(cfg, log=typer.echo)
-    except (CurveError, DesignError, SFTError) as e:
+    except (CurveError, DesignError, SFTError, CheckpointError, RunError) as e:
         fail(str(e))
     typer.echo(f"{result['metric']} (mean over seeds [95% CI]):")
     if "zero_shot" in result:  # the base model without fine-tuning (budget 0)
