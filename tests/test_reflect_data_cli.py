@@ -165,3 +165,19 @@ def test_control_row_extra_task_set_and_extra_seeds(tmp_path):
     table = (run / "table.md").read_text()
     assert "| oracle | 1 | 100.0 [100.0, 100.0] | 100 |" in table and "80.7 [" in table
     assert "| SFT only, no reflection, policy from the reflection model | 2 |" in table
+
+
+def test_a_finished_warmup_is_not_reused_for_another_config(tiny_config, tmp_path):
+    """A finished warm-up stage is handed back only to the config that made it: a changed learning rate is a
+    one-line error naming the key, not the old model under the new config.yaml."""
+    from frugalft.config import load_config
+    from frugalft.reflect.table import ExperimentConfig, run_warmup
+    from frugalft.runs import RunError
+
+    cfg = load_config(ExperimentConfig, str(tiny_config))
+    run = tmp_path / "run"
+    first = run_warmup(cfg, run, 0, "reflect", log=lambda *_: None)
+    assert run_warmup(cfg, run, 0, "reflect", log=lambda *_: None) == first  # same config: reused
+    changed = load_config(ExperimentConfig, str(tiny_config), ["warmup.lr=0.5"])
+    with pytest.raises(RunError, match=r"lr: 0.001 -> 0.5"):
+        run_warmup(changed, run, 0, "reflect", log=lambda *_: None)

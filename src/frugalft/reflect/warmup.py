@@ -57,7 +57,7 @@ from frugalft.reflect.prompts import (
     encode_reflection_example,
 )
 from frugalft.reflect.reflection import Reflector
-from frugalft.runs import RunDir, progress, read_jsonl_lines
+from frugalft.runs import RunDir, check_config, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
 
 # Which JSONL sets each warm-up variant trains on: (reflection set or None, policy set).
@@ -389,6 +389,7 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
     """SFT of the reflection model on ``data`` (a reflection JSONL); returns the saved model directory."""
     out = Path(out)
     if (out / "model" / "config.json").exists():
+        check_config(out, config)  # a finished stage is reused only for the config that made it
         log(f"reflection model already trained: {out / 'model'}")
         return out / "model"
     seed_everything(config.seed)
@@ -441,6 +442,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
     ``start`` (a model directory); returns the saved model directory."""
     out = Path(out)
     if (out / "model" / "config.json").exists():
+        check_config(out, config)  # a finished stage is reused only for the config that made it
         log(f"policy already trained: {out / 'model'}")
         return out / "model"
     seed_everything(config.seed)
