@@ -71,7 +71,7 @@ def _check_merged(out, pool, xlsx: bool = False):
         assert m["prompt"] == original[m["id"]]["prompt"]  # byte for byte
         # (an xlsx cell cannot hold a carriage return: the annotator's answer comes back with line feeds)
         answer = _lf(_answer(m["prompt"])) if xlsx else _answer(m["prompt"])
-        assert m["response"] == answer and m["task"] == original[m["id"]]["task"]
+        assert m["completion"] == answer and m["task"] == original[m["id"]]["task"]
 
 
 def test_guard_is_reversible_and_leaves_no_formula_start():

@@ -62,7 +62,7 @@ def test_select_export_merge(tmp_path, pool):
     r = _run("merge", pool, sel, ann, "--out", out, "--allow-missing")
     assert r.exit_code == 0, r.output
     merged = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(merged) == 5 and merged[0]["response"] == f"answer to {merged[0]['prompt']}"
+    assert len(merged) == 5 and merged[0]["completion"] == f"answer to {merged[0]['prompt']}"
     assert {m["task"] for m in merged} <= {"a", "b"}
 
 

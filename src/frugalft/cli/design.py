@@ -123,7 +123,11 @@ def merge_cmd(
     selection: Path = typer.Argument(..., help="Selection file written by `frugalft select`."),
     answers: Path = typer.Argument(..., help="The annotators' file (.jsonl, .csv, .tsv or .xlsx, as exported, "
                                              "answers filled); the export's ' guard is taken off."),
-    out: Path = typer.Option(..., "--out", "-o", help="Training file to write (.jsonl: id, prompt, response, task)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Training file to write (.jsonl, one row per answer)."),
+    format_: str = typer.Option("prompt-completion", "--format",
+                                help="prompt-completion: {id, prompt, completion, task}; messages: {id, messages: "
+                                     "[user, assistant], task}. TRL's SFTTrainer, datasets and `frugalft sft` "
+                                     "read either as it is."),
     answer_field: str = typer.Option("response", help="Field of ANSWERS holding the answer."),
     allow_missing: bool = typer.Option(False, help="Leave out unanswered prompts instead of failing."),
     id_field: str = IdField,
@@ -131,13 +135,17 @@ def merge_cmd(
     task_field: str = TaskField,
     split: str = SplitOption,
 ) -> None:
-    """Merge annotators' answers back into prompt/response pairs for `frugalft sft`, with checks."""
-    from frugalft.design import DesignError, Selection
-    from frugalft.design.annotate import merge_answers
+    """Merge annotators' answers back into training rows for TRL's SFTTrainer or `frugalft sft`, with checks.
 
+    e.g. frugalft merge pool.jsonl sel.jsonl to_annotate.csv --out train.jsonl [--format messages]"""
+    from frugalft.design import DesignError, Selection
+    from frugalft.design.annotate import MERGE_FORMATS, merge_answers
+
+    if format_ not in MERGE_FORMATS:  # before loading a pool that may be large
+        fail(f"--format must be {' or '.join(MERGE_FORMATS)}, not {format_!r}")
     p = _load(pool, id_field, prompt_field, task_field, "", split)
     try:
-        counts = merge_answers(p, Selection.load(selection), answers, out, answer_field, allow_missing)
+        counts = merge_answers(p, Selection.load(selection), answers, out, answer_field, allow_missing, format_)
     except (DesignError, FileNotFoundError) as e:
         fail(str(e))
     typer.echo(f"wrote {out}: {counts['merged']} answered prompts" +

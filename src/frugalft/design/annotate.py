@@ -3,7 +3,9 @@
 ``export_for_annotation`` writes the selection's prompts (JSONL, CSV/TSV or XLSX, by extension) with an empty
 ``response`` column to fill in. ``merge_answers`` reads the filled file and joins it to the pool by id, refusing
 answers for prompts that were not selected, the same id twice, and prompts edited on the way; it reports (or
-refuses) missing answers. The result is the prompt/response file that ``frugalft sft`` trains on.
+refuses) missing answers. The result is a training file that TRL's ``SFTTrainer``, ``datasets`` and
+``frugalft sft`` read as it is: prompt-completion rows ``{id, prompt, completion, task}`` (TRL's name for the
+answer field), or conversational rows ``{id, messages, task}`` with ``fmt="messages"``.
 
 Files that annotators open in a spreadsheet must not run as formulas (CSV injection: a prompt such as
 ``=HYPERLINK("http://x","click")``). The rule, reversible by construction:
@@ -71,13 +73,28 @@ def export_for_annotation(pool: Pool, selection: Selection, out: str | Path) -> 
     return len(rows)
 
 
+# Row layouts of the merged file, both read as they are by TRL's SFTTrainer and by `frugalft sft`.
+MERGE_FORMATS = ("prompt-completion", "messages")
+
+
+def training_row(pid: str, prompt: str, answer: str, task: str, fmt: str = "prompt-completion") -> dict:
+    """One merged row: ``{id, prompt, completion, task}`` or ``{id, messages: [user, assistant], task}``."""
+    if fmt == "messages":
+        return {"id": pid, "messages": [{"role": "user", "content": prompt},
+                                        {"role": "assistant", "content": answer}], "task": task}
+    return {"id": pid, "prompt": prompt, "completion": answer, "task": task}
+
+
 def merge_answers(pool: Pool, selection: Selection, answers_path: str | Path, out: str | Path,
-                  answer_field: str = "response", allow_missing: bool = False) -> dict[str, int]:
-    """Join annotators' answers to the selected prompts; write ``{id, prompt, response, task}`` JSONL.
+                  answer_field: str = "response", allow_missing: bool = False,
+                  fmt: str = "prompt-completion") -> dict[str, int]:
+    """Join annotators' answers to the selected prompts; write JSONL rows ``training_row`` lays out by ``fmt``.
 
     Errors (nothing written): an answered id that was not selected, an id answered twice, a prompt that differs
     from the pool's. Missing or blank answers are an error unless ``allow_missing``, then they are left out.
     """
+    if fmt not in MERGE_FORMATS:
+        raise DesignError(f"unknown format {fmt!r}; choose {' or '.join(MERGE_FORMATS)}")
     answers = _read_answers(Path(answers_path), answer_field)
     selected = {row["id"]: row for row in _rows_for(pool, selection)}
     extra = [pid for pid in answers.ids if pid not in selected]
@@ -102,7 +119,7 @@ def merge_answers(pool: Pool, selection: Selection, answers_path: str | Path, ou
         if ans is None or not str(ans).strip():
             missing.append(pid)
             continue
-        merged.append({"id": pid, "prompt": row["prompt"], "response": ans, "task": row.get("task") or ""})
+        merged.append(training_row(pid, row["prompt"], ans, row.get("task") or "", fmt))
     if missing and not allow_missing:
         raise DesignError(f"{len(missing)} selected prompts have no answer, e.g. {', '.join(missing[:5])}; "
                           "finish them or pass --allow-missing to leave them out")

@@ -7,6 +7,10 @@
 
 Rows are L2-normalised. Non-finite rows are an error naming them; zero rows (nothing to normalise) are
 reported and kept as zero vectors.
+
+Every model here reads a bounded number of tokens, so a prompt is first cut to ``CHARS_PER_TOKEN`` characters
+per token the model reads (``clip_text``) and only then tokenized (with truncation): a tokenizer handed a
+100 MB prompt tokenizes all of it before truncating (minutes and gigabytes for one row).
 """
 
 from __future__ import annotations
@@ -38,6 +42,20 @@ def save_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
+
+
+# Generous: English BPE averages ~4 characters a token and few tokens are longer than 16, so the cut text still
+# holds every token the model reads (and the features do not change) for all but pathological text.
+CHARS_PER_TOKEN = 16
+
+
+def clip_text(text: str | None, max_tokens: int, keep_end: bool = False) -> str | None:
+    """``text`` cut to ``max_tokens * CHARS_PER_TOKEN`` characters before tokenizing it: its start (the
+    tokenizer then truncates on the right), or its end when ``keep_end`` (left truncation)."""
+    limit = max(int(max_tokens), 1) * CHARS_PER_TOKEN
+    if text is None or len(text) <= limit:
+        return text
+    return text[-limit:] if keep_end else text[:limit]
 
 
 def default_embedder() -> str:
@@ -101,8 +119,9 @@ def sentence_embeddings(prompts: list[str], embedder: str, batch_size: int = 64,
     from frugalft.models import resolve_device
 
     st = SentenceTransformer(embedder, device=str(resolve_device(device)), local_files_only=True)
-    return st.encode(prompts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False,
-                     show_progress_bar=len(prompts) > 5000)
+    max_tokens = st.max_seq_length or 512  # encode() truncates to it; a model without a limit gets 512 here
+    return st.encode([clip_text(p, max_tokens) for p in prompts], batch_size=batch_size, convert_to_numpy=True,
+                     normalize_embeddings=False, show_progress_bar=len(prompts) > 5000)
 
 
 def lm_embeddings(prompts: list[str], model_name: str, batch_size: int = 32, device: str = "auto",
@@ -114,7 +133,8 @@ def lm_embeddings(prompts: list[str], model_name: str, batch_size: int = 32, dev
 
     model, tok = load_model(model_name, device=device)
     tok.padding_side = "right"
-    order = np.argsort([len(p) for p in prompts], kind="stable")  # similar lengths share a batch
+    prompts = [clip_text(p, max_tokens) for p in prompts]
+    order = np.argsort([len(p or "") for p in prompts], kind="stable")  # similar lengths share a batch
     out: np.ndarray | None = None
     with torch.inference_mode():
         for a in range(0, len(prompts), batch_size):

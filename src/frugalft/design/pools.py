@@ -3,6 +3,9 @@ Arrow table (no Python object per row), check it, and report duplicates and empt
 
 A pool row is ``{"id", "prompt", "task"?, "response"?}``; the field names are configurable. Ids must be unique
 (selections and annotator answers are joined on them); duplicate and empty prompts are reported, not refused.
+The layouts TRL trains on are read too (what ``frugalft merge`` writes): with the default field names, a
+``completion`` field stands for ``response``, and single-turn ``messages`` (``[user]`` or ``[user, assistant]``)
+stand for ``prompt`` and ``response``.
 """
 
 from __future__ import annotations
@@ -158,6 +161,12 @@ def _finish(table: pa.Table, source: str, id_field: str | None, prompt_field: st
     if isinstance(explicit_optional, bool):
         explicit_optional = (explicit_optional, explicit_optional)
     names = table.column_names
+    # TRL's layouts under the default names: conversational rows, and prompt-completion rows.
+    if prompt_field == "prompt" and "prompt" not in names and "messages" in names:
+        table = _from_messages(table, source, response_field == "response")
+        names = table.column_names
+    if response_field == "response" and "response" not in names and "completion" in names:
+        response_field = "completion"
     required = [f for f in (id_field, prompt_field) if f is not None]
     required += [f for f, must in zip((task_field, response_field), explicit_optional, strict=True) if must and f]
     missing = [f for f in required if f not in names]
@@ -185,6 +194,31 @@ def _finish(table: pa.Table, source: str, id_field: str | None, prompt_field: st
         dupes = [codes.dictionary[int(c)].as_py() for c in np.flatnonzero(counts > 1)[:5]]
         raise DesignError(f"{source}: ids must be unique; repeated: {', '.join(map(repr, dupes))}")
     return Pool(out, source)
+
+
+def _from_messages(table: pa.Table, source: str, with_response: bool) -> pa.Table:
+    """Single-turn ``messages`` rows as ``prompt`` (the user turn) and ``response`` (the assistant turn, if any)."""
+    prompts, responses = [], []
+    for i, msgs in enumerate(table.column("messages").to_pylist(), start=1):
+        if isinstance(msgs, str):  # the line-by-line JSON reader keeps nested values as JSON text
+            try:
+                msgs = json.loads(msgs)
+            except json.JSONDecodeError:
+                msgs = None
+        roles = [m.get("role") if isinstance(m, dict) else None for m in msgs] if isinstance(msgs, list) else None
+        if roles not in (["user"], ["user", "assistant"]):
+            raise DesignError(f"{source}: row {i}: 'messages' must be [user] or [user, assistant] turns (one "
+                              f"prompt and its answer), got roles {roles}; write prompt/completion fields for "
+                              "anything else")
+        content = [m.get("content") for m in msgs]
+        if not all(c is None or isinstance(c, str) for c in content):
+            raise DesignError(f"{source}: row {i}: message content must be text")
+        prompts.append(content[0])
+        responses.append(content[1] if len(content) > 1 else None)
+    table = table.drop_columns(["messages"]).append_column("prompt", pa.array(prompts, type=pa.string()))
+    if with_response and "response" not in table.column_names and any(r is not None for r in responses):
+        table = table.append_column("response", pa.array(responses, type=pa.string()))
+    return table
 
 
 def _as_string(col: pa.ChunkedArray, source: str, name: str) -> pa.ChunkedArray:

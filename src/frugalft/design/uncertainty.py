@@ -25,7 +25,11 @@ SCORES = ("mean_entropy", "max_entropy", "least_confidence", "least_confidence_n
 
 def encode_prompts(tok, prompts: list[str], chat: bool, max_prompt_tokens: int) -> list[list[int]]:
     """Token ids per prompt (chat template with the generation prompt when ``chat``), keeping the last
-    ``max_prompt_tokens`` so an overlong prompt still ends where the answer starts."""
+    ``max_prompt_tokens`` so an overlong prompt still ends where the answer starts. Each prompt's end is cut to a
+    generous number of characters first (``features.clip_text``): only what is kept gets tokenized."""
+    from frugalft.design.features import clip_text
+
+    prompts = [clip_text(p, max_prompt_tokens, keep_end=True) for p in prompts]
     if chat:
         ids = [tok.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
                                        tokenize=True, return_dict=True)["input_ids"] for p in prompts]
@@ -163,11 +167,17 @@ def score_prompts(model, tok, prompts: list[str], max_new_tokens: int = 32, batc
 
     Prompts are batched by token length (little padding), equal lengths by their tokens (longer shared
     prefixes, run once per batch); ``chat=None`` uses the tokenizer's chat template
-    when it has one, as SFT does.
+    when it has one, as SFT does. Prompts keep their last ``max_prompt_tokens`` tokens, fewer where the model
+    reads fewer than that plus ``max_new_tokens`` positions.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
     chat = bool(getattr(tok, "chat_template", None)) if chat is None else chat
+    from frugalft.models import max_positions
+
+    limit = max_positions(model) if hasattr(model, "config") else None
+    if limit is not None:  # prompt and answer must fit the positions (tiny-test reads 512 tokens in all)
+        max_prompt_tokens = max(1, min(max_prompt_tokens, limit - max_new_tokens))
     seqs = encode_prompts(tok, prompts, chat, max_prompt_tokens)
     order = np.array(sorted(range(len(seqs)), key=lambda i: (len(seqs[i]), seqs[i])), dtype=np.int64)
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
