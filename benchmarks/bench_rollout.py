@@ -15,7 +15,7 @@ side runs with each reflection decoder (``batched``: the loop decoder, ``batched
 
 The decoder part (``decode``) times reflection decoding alone on real reflection prompts (DangerousTaxi
 states), at each ``--decode-batch``, every row decoding the full ``--reflection-tokens``:
-- ``loop``: ``reflection.generate`` with the per-episode generators (a host uniform per row per token);
+- ``loop``: ``decoding.generate`` with the per-episode generators (a host uniform per row per token);
 - ``loop_counter``: the same loop fed counter-based uniforms (what the sampling change alone buys);
 - ``static``: ``decoding.StaticDecoder`` (static KV cache; CUDA graphs on CUDA), same uniforms;
   ``static_matmul``: its attention as matrix products instead of one SDPA kernel; ``static_eager``: without
@@ -43,11 +43,10 @@ import torch
 
 from frugalft.atomic import write_json
 from frugalft.envs import VecTextEnv, make
-from frugalft.reflect.decoding import StaticDecoder, counter_uniforms, supports
+from frugalft.reflect.decoding import StaticDecoder, counter_uniforms, generate, supports
 from frugalft.reflect.evaluate import evaluation_specs
 from frugalft.reflect.policy import collate_left
 from frugalft.reflect.prompts import encode_reflection_prompt
-from frugalft.reflect.reflection import generate
 from frugalft.reflect.rollout import RolloutStats, collect_episodes, episode_generator
 from frugalft.reflect.train import RLConfig, build_players
 

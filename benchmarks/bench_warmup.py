@@ -31,9 +31,9 @@ from transformers.activations import NewGELUActivation
 
 from frugalft.atomic import write_json
 from frugalft.models import load_model
+from frugalft.reflect.decoding import generate
 from frugalft.reflect.policy import Policy, collate_left, score_steps
 from frugalft.reflect.prompts import encode_reflection_prompt
-from frugalft.reflect.reflection import generate
 from frugalft.reflect.teachers import TeacherConfig
 from frugalft.reflect.warmup import (
     WarmupConfig,

@@ -1,5 +1,5 @@
 """The static reflection decoder (``frugalft.reflect.decoding``), on CPU: its counter-based uniforms, and the
-same tokens as the loop decoder of ``reflection.generate`` when both read the same uniforms.
+same tokens as the loop decoder of ``decoding.generate`` when both read the same uniforms.
 
 On CPU the static decoder runs its decode step eagerly: the code a CUDA graph captures on a GPU."""
 
@@ -9,9 +9,17 @@ import pytest
 import torch
 
 from frugalft.models import load_model
-from frugalft.reflect.decoding import StaticDecoder, counter_uniforms, philox4x32, row_keys, supports
+from frugalft.reflect.decoding import (
+    StaticDecoder,
+    counter_uniforms,
+    generate,
+    philox4x32,
+    row_keys,
+    sample_from_logits,
+    supports,
+)
 from frugalft.reflect.policy import collate_left
-from frugalft.reflect.reflection import Reflector, generate, sample_from_logits
+from frugalft.reflect.reflection import Reflector
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 

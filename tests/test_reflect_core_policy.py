@@ -7,9 +7,10 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from frugalft.models import load_model
+from frugalft.reflect.decoding import generate
 from frugalft.reflect.policy import Policy, collate_left, score_steps, valid_mask
 from frugalft.reflect.prompts import LabelAlphabet
-from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches, generate
+from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 
 
 @pytest.fixture(scope="module")

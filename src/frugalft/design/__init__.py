@@ -4,6 +4,9 @@
 is the registry (add one with ``@strategy(name, about, **defaults)``).
 """
 
+# The built-in strategies register themselves into STRATEGIES on import: importing them here (strategies imports
+# selection, never the other way) fills the registry before anyone can look it up, with no import circle.
+import frugalft.design.strategies  # noqa: F401
 from frugalft.design.pools import DesignError, Pool, PoolReport, load_pool, pool_from_rows
 from frugalft.design.selection import STRATEGIES, Context, Selection, select_prompts, strategy
 

@@ -135,9 +135,8 @@ def select_prompts(
     model: str | None = None,
     cache: bool = True,
 ) -> Selection:
-    """Choose ``budget`` prompts of ``pool`` with a registered strategy (``STRATEGIES`` lists them)."""
-    import frugalft.design.strategies  # noqa: F401  (registers the built-in strategies)
-
+    """Choose ``budget`` prompts of ``pool`` with a registered strategy (``STRATEGIES`` lists them; the package
+    ``frugalft.design`` registers the built-in ones when it is imported, before this module is reachable)."""
     if strategy not in STRATEGIES:
         raise DesignError(f"unknown strategy {strategy!r}; choose from {', '.join(sorted(STRATEGIES))}")
     spec = STRATEGIES[strategy]

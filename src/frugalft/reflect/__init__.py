@@ -6,6 +6,7 @@ run_dir)``, and ``evaluate(agent, config, ...)``. Note: ``train`` and ``evaluate
 modules are ``frugalft.reflect.train`` / ``frugalft.reflect.evaluate``.
 """
 
+from frugalft.reflect.decoding import generate
 from frugalft.reflect.evaluate import EvalResult, bootstrap_interval, evaluate, wilson_interval
 from frugalft.reflect.grpo import group_advantages
 from frugalft.reflect.policy import Policy, collate_left, score_steps, valid_mask
@@ -25,7 +26,7 @@ from frugalft.reflect.prompts import (
     encode_text,
     render_state,
 )
-from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches, generate
+from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 from frugalft.reflect.reinforce import SuccessReplay, reinforce_loss, returns_to_go
 from frugalft.reflect.rollout import Episode, EpisodeSpec, OraclePolicy, RandomPolicy, Step, collect_episodes
 from frugalft.reflect.train import Players, RLConfig, build_players, load_lm, train

@@ -1,6 +1,6 @@
 """A reflection decoder built for the GPU: static KV cache, uniforms from a counter-based hash, CUDA graphs.
 
-The loop of ``reflection.generate`` runs transformers' forward once per token: a growing KV cache, mask
+The loop decoder ``generate`` (below; the reference) runs transformers' forward once per token: a growing KV cache, mask
 building in Python, and (with the per-episode generators) one uniform per row drawn on the host, so the
 device waits for the host at every token. Here a decode step is a fixed set of tensor ops:
 
@@ -17,13 +17,15 @@ device waits for the host at every token. Here a decode step is a fixed set of t
 
 Implemented for GPT-2-architecture models (the embedded ``tiny*`` models, ``gpt2-xl-shape``, GPT-2
 checkpoints); ``supports(model)`` says so, and ``Reflector`` falls back to the loop decoder (fed the same
-counter uniforms) for other models. Sampling is ``reflection.sample_from_logits`` (inverse CDF) in both
+counter uniforms) for other models. Sampling is ``sample_from_logits`` (inverse CDF) in both
 decoders, so given the same uniforms they pick the same tokens up to float rounding of the logits.
 On CPU the same step code runs eagerly (no graphs, no buckets); tests check it there.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +33,95 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from frugalft.reflect.policy import attention_backends
+
+
+# ---- sampling and the loop decoder (transformers' forward once per token) ----------------------------------
+def sample_from_logits(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator] | None = None,
+                       live: Sequence[bool] | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
+    """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T).
+
+    With ``generators``, row j's uniform comes from ``generators[j]``, and only rows that are ``live`` draw
+    (an ended row's stream must not advance, or its neighbours' lengths would shift it). ``u``: (batch, 1)
+    uniforms given instead (on the logits' device; no draw, no host sync)."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    cdf = torch.softmax(logits.float() / temperature, -1).cumsum(-1)
+    if u is None and generators is None:
+        u = torch.rand((logits.shape[0], 1), device=logits.device)
+    elif u is None:
+        live = live if live is not None else [True] * len(generators)
+        u = torch.tensor([[float(torch.rand(1, generator=g)) if on else 0.0] for g, on in zip(generators, live,
+                                                                                              strict=True)],
+                         device=logits.device)
+    return torch.searchsorted(cdf, u * cdf[:, -1:]).squeeze(-1).clamp(max=logits.shape[-1] - 1)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+             temperature: float, eos_id: int, pad_id: int,
+             generators: Sequence[torch.Generator] | None = None,
+             uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    """Batched sampling with a KV cache from left-padded prompts: (batch, <= max_new_tokens) new token ids.
+
+    Rows that have emitted eos are padded with ``pad_id`` (eos included once); the loop stops when every row
+    has ended or at the cap. ``generators``: one per row, see ``sample_from_logits``; ``uniforms``: (batch,
+    >= max_new_tokens) precomputed instead, token t of row j drawn with ``uniforms[j, t]`` (the hook that
+    compares this decoder with ``decoding.StaticDecoder``).
+    """
+    with attention_backends(input_ids.device):
+        return _decode(model, input_ids, attention_mask, max_new_tokens, temperature, eos_id, pad_id, generators,
+                       uniforms)
+
+
+def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
+            temperature: float, eos_id: int, pad_id: int,
+            generators: Sequence[torch.Generator] | None = None,
+            uniforms: torch.Tensor | None = None) -> torch.Tensor:
+    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
+    batch = input_ids.shape[0]
+    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    next_pos = positions[:, -1:] + 1
+    mask = attention_mask
+    new: list[torch.Tensor] = []
+    if uniforms is not None:
+        uniforms = uniforms.to(device=input_ids.device, dtype=torch.float32)
+    for t in range(max_new_tokens):
+        if uniforms is not None:
+            token = sample_from_logits(out.logits[:, -1], temperature, u=uniforms[:, t:t + 1])
+        else:
+            live = (~done).tolist() if generators is not None else None
+            token = sample_from_logits(out.logits[:, -1], temperature, generators, live)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        new.append(token)
+        done |= token == eos_id
+        if bool(done.all()) or len(new) == max_new_tokens:
+            break
+        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
+        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
+                    **_cache_kwargs(model, out))
+        next_pos = next_pos + 1
+    if not new:
+        return torch.zeros((batch, 0), dtype=torch.long, device=input_ids.device)
+    return torch.stack(new, dim=1)
+
+
+def _cache_kwargs(model: nn.Module, out: object) -> dict[str, object]:
+    """The KV cache argument by its name in this transformers version (``cache`` in 5.x, ``past_key_values``
+    before)."""
+    if _takes_cache(type(model)):
+        return {"cache": out.cache}  # type: ignore[attr-defined]
+    return {"past_key_values": out.past_key_values}  # type: ignore[attr-defined]
+
+
+@functools.cache
+def _takes_cache(model_type: type) -> bool:
+    """Whether ``model_type.forward`` has a ``cache`` parameter; once per class, not once per decoded token."""
+    return "cache" in inspect.signature(model_type.forward).parameters
+
 
 # ---- counter-based uniforms ------------------------------------------------------------------------------
 _M0, _M1 = 0xD2511F53, 0xCD9E8D57  # Philox4x32 multipliers
@@ -144,7 +235,6 @@ class StaticDecoder:
     def generate(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_new_tokens: int,
                  temperature: float, eos_id: int, pad_id: int, uniforms: torch.Tensor) -> torch.Tensor:
         """As ``reflection.generate`` with ``uniforms`` (batch, >= max_new_tokens): (batch, <= max_new_tokens)."""
-        from frugalft.reflect.policy import attention_backends
 
         batch, width = input_ids.shape
         if max_new_tokens <= 0:
@@ -205,7 +295,6 @@ class StaticDecoder:
     def _prefill(self, st: _State, ids: torch.Tensor, mask: torch.Tensor, uniforms: torch.Tensor,
                  temperature: float, eos_id: int) -> torch.Tensor:
         """Run the prompts, fill the cache rows ``:batch``, sample token 0; reset the step's buffers."""
-        from frugalft.reflect.reflection import sample_from_logits
 
         tr = self.model.transformer
         batch, width = ids.shape
@@ -260,7 +349,6 @@ class StaticDecoder:
 
     def _step(self, st: _State, temperature: float, eos_id: int, pad_id: int) -> None:
         """Feed ``tok`` at ``slot``, sample token ``t`` into ``out``, advance: in place, no host reads."""
-        from frugalft.reflect.reflection import sample_from_logits
 
         token = sample_from_logits(self._forward(st), temperature, u=st.u.index_select(1, st.t))
         token = torch.where(st.done, torch.full_like(token, pad_id), token)
