@@ -70,7 +70,13 @@ def in_child(fn, *args):
 
     proc = ctx.Process(target=target)
     proc.start()
-    result = recv.recv()
+    send.close()  # the child holds its own end: a child that dies before sending now ends recv() with EOFError
+    try:
+        result = recv.recv()
+    except EOFError:
+        proc.join()
+        raise RuntimeError(f"{getattr(fn, '__name__', fn)} failed in its child process (exit code "
+                           f"{proc.exitcode}); its error is printed above") from None
     proc.join()
     return result
 
