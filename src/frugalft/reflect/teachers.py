@@ -9,6 +9,11 @@ Two teachers share one interface, ``teacher.reflect(situation) -> str``:
   exponential backoff, and a response cache on disk keyed by the request, so a rerun after a failure pays
   only for what was not yet answered.
 
+Other environments bring their own teacher (docs/custom_envs.md): ``register_teacher(family, factory)`` from any
+module makes the oracle teacher (``kind: oracle``) write for that environment family with the factory's teacher;
+or a config names one outright, ``teacher: {kind: "mypkg.teachers:MyTeacher", options: {...}}``. Either way the
+factory is called with the ``TeacherConfig`` and returns an object with ``name`` and ``reflect(situation)``.
+
 A ``Situation`` carries what a teacher may see. When ``mistake`` is set, the agent has just taken that wrong
 action (negative example generation) and the teacher writes the *corrective* reflection: why the move was a
 mistake and how to recover.
@@ -22,9 +27,10 @@ import os
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from frugalft.atomic import write_json
 from frugalft.cache import cache_dir
@@ -36,7 +42,7 @@ class TeacherError(RuntimeError):
 
 @dataclass
 class Situation:
-    env: str  # "taxi", "autoexplore", or another environment's short name
+    env: str  # the environment family (frugalft.envs.family_of): "taxi", "autoexplore", or a custom env's
     observation: str  # the rendered state (without the action list)
     actions: list[str]  # the valid actions now
     privileged: dict[str, Any]  # env.unwrapped.privileged() now
@@ -53,7 +59,9 @@ class Teacher(Protocol):
 
 @dataclass
 class TeacherConfig:
-    kind: Literal["oracle", "openai"] = "oracle"  # oracle: offline from privileged state; openai: a chat endpoint
+    # oracle: offline from privileged state (built in for taxi and autoexplore, or the teacher registered for the
+    # env family); openai: a chat endpoint; "module:Factory": a teacher of your own, called with this config
+    kind: str = "oracle"
     reveal_action: bool = False  # may the reflection name the next action? The paper's teacher was told not to
     max_words: int = 80  # the paper asked for at most 50-100 words
     brief: bool = False  # oracle only: terse reflections (~25 words), cheap for a tiny model to learn and generate
@@ -67,14 +75,68 @@ class TeacherConfig:
     temperature: float = 0.0  # 0 keeps the cache meaningful (same request, same answer)
     max_tokens: int = 200  # cap on the answer's tokens
     cache: str | None = None  # response cache folder; None = $FRUGALFT_CACHE/teacher
+    options: dict[str, Any] = field(default_factory=dict)  # a custom or registered teacher's own settings
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("oracle", "openai") and ":" not in self.kind:
+            raise ValueError(f"teacher.kind {self.kind!r}: valid are oracle, openai, or an import path "
+                             "'module:Factory' of your own teacher")
 
 
-def make_teacher(config: TeacherConfig) -> Teacher:
+TeacherFactory = Callable[[TeacherConfig], Teacher]
+# Environment family -> the factory of its offline teacher: a callable, or an import path "module:attribute"
+# loaded at first use (so registering costs no import).
+_REGISTRY: dict[str, TeacherFactory | str] = {}
+_BUILT_IN = ("taxi", "autoexplore")
+
+
+def register_teacher(family: str, factory: TeacherFactory | str) -> None:
+    """Make ``kind: oracle`` write for environment ``family`` (``frugalft.envs.family_of``) with
+    ``factory(config)``: a callable taking the ``TeacherConfig`` (a class taking it works), or its import path
+    ``"module:attribute"``. Call it from any module imported before the data is generated (the environment's own
+    module works: the data stage imports it before it makes the teacher); a later registration of the same
+    family replaces the earlier one, and a registered family overrides the built-in one."""
+    _REGISTRY[family] = factory
+
+
+def teacher_families() -> list[str]:
+    """The families ``kind: oracle`` writes for: the built-in ones, then the registered ones."""
+    return [*_BUILT_IN, *sorted(f for f in _REGISTRY if f not in _BUILT_IN)]
+
+
+# The text games' oracle teachers, by import path (loaded at first use).
+register_teacher("textworld", "frugalft.reflect.game_teachers:TextWorldTeacher")
+register_teacher("alfworld", "frugalft.reflect.game_teachers:ALFWorldTeacher")
+
+
+def _factory(path_or_factory: TeacherFactory | str, what: str) -> TeacherFactory:
+    if not isinstance(path_or_factory, str):
+        return path_or_factory
+    from frugalft.envs import import_object  # call time only: teachers load without gymnasium
+
+    try:
+        factory = import_object(path_or_factory, what)
+    except ValueError as e:
+        raise TeacherError(str(e)) from None
+    if not callable(factory):
+        raise TeacherError(f"{what}: {path_or_factory!r} is not callable")
+    return factory
+
+
+def make_teacher(config: TeacherConfig, family: str | None = None) -> Teacher:
+    """The teacher a config names. With ``family`` (the environment family it will write for), a missing oracle
+    teacher for it is an error now, before any episode is played, rather than at the first reflection."""
     if config.kind == "oracle":
-        return OracleTeacher(reveal_action=config.reveal_action, max_words=config.max_words, brief=config.brief)
+        teacher = OracleTeacher(reveal_action=config.reveal_action, max_words=config.max_words, brief=config.brief,
+                                config=config)
+        if family is not None:
+            teacher.teacher_for(family)
+        return teacher
     if config.kind == "openai":
         return OpenAITeacher(config)
-    raise TeacherError(f"unknown teacher kind {config.kind!r}; valid: oracle, openai")
+    if ":" in config.kind:
+        return _factory(config.kind, "teacher.kind")(config)
+    raise TeacherError(f"unknown teacher kind {config.kind!r}; valid: oracle, openai, or 'module:Factory'")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -88,19 +150,44 @@ def _cap_words(text: str, max_words: int) -> str:
 
 @dataclass
 class OracleTeacher:
+    """Writes for taxi and autoexplore itself, and hands any other family to the teacher registered for it."""
+
     reveal_action: bool = False
     max_words: int = 80
     brief: bool = False
+    config: TeacherConfig | None = None  # what a registered family's factory gets (None: these three settings)
     name: str = field(default="oracle", init=False)
+    _family_teachers: dict[str, Teacher] = field(default_factory=dict, init=False, repr=False)
+
+    def teacher_for(self, family: str) -> Teacher | None:
+        """The registered teacher of ``family`` (made once), None for a built-in family; a TeacherError naming
+        the ways to add one when there is neither."""
+        if family in self._family_teachers:
+            return self._family_teachers[family]
+        if family not in _REGISTRY:
+            if family in _BUILT_IN:
+                return None
+            known = ", ".join(teacher_families()[len(_BUILT_IN):])
+            raise TeacherError(
+                f"no teacher for environment family {family!r}: the oracle teacher knows taxi and autoexplore"
+                + (f" and the registered {known}" if known else "")
+                + f". Name one in the config (data.teacher.kind='module:Factory'), register one with "
+                f"frugalft.reflect.teachers.register_teacher({family!r}, factory), or use kind 'openai' "
+                "(docs/custom_envs.md)")
+        config = self.config or TeacherConfig(reveal_action=self.reveal_action, max_words=self.max_words,
+                                              brief=self.brief)
+        teacher = _factory(_REGISTRY[family], f"the teacher registered for {family!r}")(config)
+        self._family_teachers[family] = teacher
+        return teacher
 
     def reflect(self, situation: Situation) -> str:
+        registered = self.teacher_for(situation.env)
+        if registered is not None:
+            return registered.reflect(situation)
         writers = {"taxi": _taxi_reflection, "autoexplore": _explore_reflection}
         if self.brief:
             writers = {"taxi": _taxi_brief, "autoexplore": _explore_brief}
-        writer = writers.get(situation.env)
-        if writer is None:
-            raise TeacherError(f"the oracle teacher knows taxi and autoexplore, not {situation.env!r}")
-        return _cap_words(writer(situation, self.reveal_action), self.max_words)
+        return _cap_words(writers[situation.env](situation, self.reveal_action), self.max_words)
 
 
 def _taxi_reflection(s: Situation, reveal: bool) -> str:
@@ -273,6 +360,7 @@ class OpenAITeacher:
     """Reflections from an OpenAI-compatible ``/chat/completions`` endpoint, cached on disk by request."""
 
     name = "openai"
+    resumable = True  # answered requests are on disk: a rerun after a failure pays only for the rest
 
     def __init__(self, config: TeacherConfig):
         self.config = config

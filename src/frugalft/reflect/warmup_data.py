@@ -35,7 +35,7 @@ DATASETS = ("reflection", "policy", "policy_noreflect", "reflection_noneg", "pol
 
 @dataclass
 class DataConfig:
-    env: str = "DangerousTaxi"  # frugalft.envs short name (DangerousTaxi, AutoExplore) or gymnasium id
+    env: str = "DangerousTaxi"  # short name (DangerousTaxi, ...), gymnasium id, or "module:Class" (docs/custom_envs.md)
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # extra constructor kwargs (e.g. AutoExplore repos)
     levels: list[int] | None = None  # curriculum levels to draw tasks from; None = all
     tasks_per_level: int | None = None  # cap on train tasks per level (a seeded sample); None = all
@@ -47,12 +47,11 @@ class DataConfig:
 
 
 def env_family(env_name: str) -> str:
-    """The teacher's name for an environment: ``taxi``, ``autoexplore``, ... (from its id)."""
-    low = env_name.lower()
-    for family in ("taxi", "autoexplore", "textworld", "alfworld"):
-        if family in low:
-            return family
-    return low
+    """The teacher's name for an environment: ``taxi``, ``autoexplore``, or a custom environment's family (its
+    class attribute ``family``, else its class name in lower case; see ``frugalft.envs.family_of``)."""
+    from frugalft.envs import family_of
+
+    return family_of(env_name)
 
 
 def make_env(env_name: str, **kwargs: Any):
@@ -117,11 +116,12 @@ def generate(config: DataConfig, out_dir: str | Path, teacher: Teacher | None = 
 
     A teacher failure (endpoint down) writes what was generated so far to ``partial.jsonl`` and re-raises,
     naming the failed request; the OpenAI teacher's disk cache makes the rerun skip every answered request.
+    A configuration without a teacher for the environment's family fails before any episode is played.
     """
     out_dir = Path(out_dir)
     rng = random.Random(config.seed)
-    teacher = teacher or make_teacher(config.teacher)
-    family = env_family(config.env)
+    family = env_family(config.env)  # imports the environment's module first: it may register its teacher
+    teacher = teacher or make_teacher(config.teacher, family)
     env = make_env(config.env, split="train", **config.env_kwargs)
     scratch = make_env(config.env, split="train", **config.env_kwargs)  # for replayed branches
     levels = config.levels if config.levels is not None else env.levels
@@ -144,8 +144,12 @@ def generate(config: DataConfig, out_dir: str | Path, teacher: Teacher | None = 
                 successes += int(success)
     except TeacherError as e:
         write_jsonl(out_dir / "partial.jsonl", rows)
+        # Only a teacher that keeps its answers (the OpenAI one's disk cache) makes a rerun resume; any other
+        # reruns from the start, so don't promise otherwise.
+        then = ("answered requests are cached, so a rerun resumes where this one stopped"
+                if getattr(teacher, "resumable", False) else "a rerun starts over once the teacher is fixed")
         raise TeacherError(f"{e}. The {len(rows)} steps generated before it are in {out_dir / 'partial.jsonl'}; "
-                           "answered requests are cached, so a rerun resumes where this one stopped") from e
+                           f"{then}") from e
 
     rows = rows
     positive = [r for r in rows if r["kind"] != "corrective"]
