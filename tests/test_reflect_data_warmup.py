@@ -171,16 +171,20 @@ def test_warmup_loss_decreases_and_saves_loadable_models(small_sets, tmp_path):
     assert (refl / "config.json").exists()
 
 
-def test_warmup_resumes_from_its_checkpoint(small_sets, tmp_path):
+def test_warmup_resumes_from_its_checkpoint(small_sets, tmp_path, monkeypatch):
     """A run killed after its step-2 checkpoint and resumed ends with the same weights as an uninterrupted run."""
     import shutil
 
     from frugalft.models import load_model
+    from frugalft.reflect import warmup
 
     data = small_sets
     cfg = WarmupConfig(model="tiny-test", device="cpu", policy_steps=4, batch_size=3, lr=3e-3, log_every=2,
                        checkpoint_every=2, seed=1)
+    # A finished stage drops its checkpoints; keep run a's to play the killed run from them.
+    monkeypatch.setattr(warmup, "_drop_training_state", lambda out: None)
     whole = train_policy(cfg, data / "policy.jsonl", tmp_path / "a", log=lambda *a: None)
+    monkeypatch.undo()
     # What a run killed during step 3 or 4 leaves behind: its step-2 checkpoint, no final model.
     shutil.copytree(tmp_path / "a" / "checkpoints", tmp_path / "b" / "checkpoints")
     assert sorted(p.name for p in (tmp_path / "b" / "checkpoints").iterdir()) == ["LATEST", "step-00000002"]

@@ -190,7 +190,8 @@ def test_players_validate_on_held_out_tasks(sets, tmp_path, length_groups):
         summary = json.loads((tmp_path / player / "summary.json").read_text())
         assert summary["val_examples"] == len(val) > 0 and summary["examples"] == len(rows) - len(val)
         assert summary["best"]["step"] in (0, 3, 6)
-    assert (tmp_path / "policy" / "best" / "LATEST").exists()
+    # the finished stage keeps its result only: no best-validation copy, no checkpoints (the model is the best)
+    assert not (tmp_path / "policy" / "best").exists() and (tmp_path / "policy" / "model" / "config.json").exists()
 
 
 def test_policy_set_rewritten_with_the_models_own_reflections(sets, tmp_path):

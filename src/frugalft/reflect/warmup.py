@@ -366,12 +366,24 @@ def _finish(name: str, lm: torch.nn.Module, tok, out: Path, stats: dict[str, Any
     lm.eval()
     path = save_model(lm, tok, out / "model")
     write_json(out / "summary.json", {**stats, **extra})
+    _drop_training_state(out)
     best = stats.get("best")
     val = (", best validation " + ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k != "step" and
                                            isinstance(v, float)) + f" at step {best['step']}") if best else ""
     log(f"{name}: loss {stats['first_loss']:.3f} -> {stats['final_loss']:.3f} in {stats['steps_run']} steps{val}; "
         f"saved {path}")
     return path
+
+
+def _drop_training_state(out: Path) -> None:
+    """Remove a finished stage's checkpoints (weights and optimizer state) and its best-validation copy: the
+    saved ``model/`` is the result, and a stage with ``model/config.json`` is reused, never resumed. Called
+    only after ``model/`` and summary.json are written: a crash before leaves a stage that resumes, one after
+    only leftover files. ``check_config`` still recognises the finished stage by its metrics.jsonl."""
+    import shutil
+
+    for folder in (out / "checkpoints", out / "best"):
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def _val_sample(idx: list[int], limit: int, seed: int) -> list[int]:
