@@ -15,6 +15,7 @@ import frugalft.envs  # noqa: E402, F401
 from envplay import play  # noqa: E402
 from frugalft.envs import InvalidActionError  # noqa: E402
 from frugalft.envs.textworld_env import ALFWorld, TextWorld, find_alfworld_games  # noqa: E402
+from frugalft.reflect.teachers import Situation, TeacherConfig, make_teacher  # noqa: E402
 
 pytestmark = pytest.mark.slow  # TextWorld's generator loads its grammar (~20 s) before the first game
 
@@ -29,11 +30,15 @@ def games():
 
 def test_tasks_splits_and_levels(games):
     train, _ = games
-    env = TextWorld(n_train=3, n_test=2)
+    env = TextWorld(n_train=3, n_test=2, n_valid=1)
     assert env.levels == [0, 1, 2]
-    tr, te = set(env.task_ids("train")), set(env.task_ids("test"))
-    assert len(tr) == 9 and len(te) == 6 and not tr & te
+    tr, va, te = (set(env.task_ids(sp)) for sp in ("train", "valid", "test"))
+    assert len(tr) == 9 and len(va) == 3 and len(te) == 6 and not tr & te and not va & (tr | te)
     assert env.task_ids("test", 2) == ["tw-coin_collector/L2/test-100000", "tw-coin_collector/L2/test-100001"]
+    assert env.task_ids("valid", 1) == ["tw-coin_collector/L1/valid-200000"]
+    # The seed ranges stay apart: too many games per split is refused rather than overlapping.
+    with pytest.raises(ValueError, match="seed ranges"):
+        TextWorld(n_train=100_000)
     with pytest.raises(ValueError, match="known"):
         TextWorld(challenge="tw-nope")
 
@@ -102,3 +107,23 @@ def test_alfworld_missing_data_is_a_clear_error(tmp_path, monkeypatch):
         ALFWorld(data_path=str(tmp_path / "nowhere"))
     with pytest.raises(FileNotFoundError, match="valid_unseen|train"):
         ALFWorld(data_path=str(tmp_path))
+
+
+def test_the_textworld_teacher(games):
+    env = games[1]  # level 2: ten rooms to the coin
+    teacher = make_teacher(TeacherConfig(), "textworld")
+    obs, info = env.reset(options={"task_id": env.task_ids("test", 2)[0]})
+    before = env.privileged()
+    text = teacher.reflect(Situation("textworld", obs, info["actions"], before, env.oracle_action()))
+    assert "The goal is 10 steps away" in text and "coin" in text.lower() and env.oracle_action() not in text
+    obs, _, _, _, info = env.step(env.oracle_action())  # one room on, going back is a wrong move
+    before = env.privileged()
+    wrong = next(a for a in info["actions"] if a.startswith("go ") and a != env.oracle_action())
+    obs, _, _, _, info = env.step(wrong)
+    text = teacher.reflect(Situation("textworld", obs, info["actions"], env.privileged(), env.oracle_action(),
+                                     mistake=wrong, before=before))
+    assert text.startswith(f"The last move, {wrong}, was a mistake: it led away from the goal (10 steps to go "
+                           "now, 9 before)")
+    brief = make_teacher(TeacherConfig(brief=True, reveal_action=True), "textworld")
+    assert brief.reflect(Situation("textworld", obs, info["actions"], env.privileged(),
+                                   env.oracle_action())).endswith(f"Next: {env.oracle_action()}.")

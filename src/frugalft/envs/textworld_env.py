@@ -7,17 +7,21 @@ it recomputes after a detour). Two ways to get game files:
 
 - ``TextWorld``: games generated offline by TextWorld's generator from one of its built-in challenges, at
   three difficulty settings = curriculum levels, generated on first use and cached under
-  ``frugalft.cache.cache_dir("textworld")``. Training and test games use disjoint generator seeds
-  (``tw-simple`` also draws test games from its test distribution).
+  ``frugalft.cache.cache_dir("textworld")``. Train, valid and test games use disjoint generator seed ranges
+  (``tw-simple`` also draws valid and test games from its test distribution).
 - ``ALFWorld``: the game files of ALFWorld's data (``data_path=`` or ``$ALFWORLD_DATA``), one task family
-  (default ``pick_and_place_simple``, as in the paper); train games for training, validation games for testing.
-  ALFWorld's data cannot be downloaded here: this adapter's discovery and play are tested on TextWorld games
-  laid out like ALFWorld's folders; real ``game.tw-pddl`` files need the ``alfworld`` package (its demangler
-  and expert), which is used when installed.
+  (default ``pick_and_place_simple``, as in the paper). ALFWorld's subsets map to the splits train -> train,
+  valid_seen -> valid, valid_unseen -> test (``valid_subset=`` / ``test_subset=`` change that). ALFWorld's data
+  cannot be downloaded here; ``frugalft.envs.alfworld_games`` generates games in its layout from the
+  ``alfworld`` wheel's own engine files (``frugalft env make-alfworld``). ``game.tw-pddl`` files are played by
+  TextWorld's PDDL engine with ALFWorld's demangler (the ``alfworld`` extra); the oracle is the engine's
+  planner (``policy_commands``), computed only when asked for. TextWorld games (``.z8``/``.ulx``) laid out in
+  ALFWorld's folders play too (that is how the adapter is tested without the ``alfworld`` package).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -37,6 +41,7 @@ CHALLENGE_LEVELS: dict[str, list[dict[str, Any]]] = {
                   {"rewards": "sparse", "goal": "none"}],
 }
 TEST_SEED_OFFSET = 100_000  # test games use generator seeds from here on: never a training game
+VALID_SEED_OFFSET = 200_000  # and valid games from here on: disjoint from both (< 100_000 games per split)
 GENERATION_ATTEMPTS = 5
 RETRY_SEED_STEP = 10_000_000
 
@@ -63,6 +68,16 @@ def _clean(text: str | None) -> str:
     return re.sub(r"\n{3,}", "\n\n", text).strip()
 
 
+def _pddl_game(path: str | None) -> bool:
+    return bool(path) and path.endswith(".tw-pddl")
+
+
+def _room_name(description: str | None) -> str | None:
+    """The room's name from TextWorld's description header ``-= Kitchen =-``."""
+    m = re.search(r"-=\s*(.+?)\s*=-", description or "")
+    return m.group(1).lower() if m else None
+
+
 class TextWorldGames(TextEnv):
     """Base: one task = one game file."""
 
@@ -75,6 +90,7 @@ class TextWorldGames(TextEnv):
         super().__init__(split=split, level=level, horizon=horizon, invalid_action=invalid_action,
                          max_actions=max_actions, render_mode=render_mode)
         self._game = None  # the running textworld environment
+        self._game_path: str | None = None  # the game file it runs
         self._state = None  # its last GameState
         self._score = 0.0
 
@@ -85,15 +101,26 @@ class TextWorldGames(TextEnv):
     def _wrappers(self) -> list:
         return []
 
+    def _request_infos(self):
+        return _request_infos()
+
     def _start(self, task_id: str) -> None:
         tw = _textworld()
-        if self._game is not None:
-            self._game.close()
+        path = self.game_file(task_id)
         with warnings.catch_warnings():
             # jericho says every generated game is "not fully supported": TextWorld tracks score itself.
             warnings.filterwarnings("ignore", message=".*not fully supported")
-            self._game = tw.start(self.game_file(task_id), request_infos=_request_infos(),
-                                  wrappers=self._wrappers())
+            if self._game is not None and self._game_path != path and _pddl_game(path) and _pddl_game(
+                    self._game_path):
+                # Another PDDL game: load it into the running engine. Each new engine loads its own copy of
+                # fast-downward's 34 MB library (never unloaded), so one engine per game would grow without end.
+                self._game.load(path)
+                self._game_path = path
+            elif self._game is None or self._game_path != path:
+                self.close()
+                self._game = tw.start(path, request_infos=self._request_infos(), wrappers=self._wrappers())
+                self._game_path = path
+            # The same game again (negative examples branch off by replaying) is only reset: loading parses it.
             self._state = self._game.reset()
         self._score = float(self._state.score or 0)
         self._start_feedback = _clean(self._state.feedback)
@@ -130,6 +157,8 @@ class TextWorldGames(TextEnv):
     def privileged(self) -> dict[str, Any]:
         s = self._state
         return {
+            "objective": _clean(s.objective),
+            "room": _room_name(s.description),
             "policy_commands": list(s.policy_commands or []),
             "walkthrough": list(s.get("extra.walkthrough") or []),
             "score": self._score,
@@ -143,23 +172,30 @@ class TextWorldGames(TextEnv):
         if self._game is not None:
             self._game.close()
             self._game = None
+            self._game_path = None
 
 
 class TextWorld(TextWorldGames):
     """Games from a TextWorld challenge; level i = the i-th setting of ``CHALLENGE_LEVELS[challenge]``.
 
-    Task ids are ``<challenge>/L<level>/<split>-<seed>``. A game is generated (seconds; TextWorld's first
+    Task ids are ``<challenge>/L<level>/<split>-<seed>``: train seeds from 0, test seeds from
+    ``TEST_SEED_OFFSET``, valid seeds from ``VALID_SEED_OFFSET``. A game is generated (seconds; TextWorld's first
     generation in a process also loads its grammar, ~20 s) the first time it is played, then cached.
     """
 
+    family = "textworld"
+
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", challenge: str = "tw-coin_collector", n_train: int = 20,
-                 n_test: int = 10, render_mode: str | None = None) -> None:
-        """challenge: one of TextWorld's challenges in CHALLENGE_LEVELS. n_train, n_test: games per level."""
+                 n_test: int = 10, n_valid: int = 5, render_mode: str | None = None) -> None:
+        """challenge: one of TextWorld's challenges in CHALLENGE_LEVELS. n_train, n_valid, n_test: games per
+        level in each split."""
         if challenge not in CHALLENGE_LEVELS:
             raise ValueError(f"unknown challenge {challenge!r}; known: {sorted(CHALLENGE_LEVELS)}")
+        if max(n_train, n_valid, n_test) >= TEST_SEED_OFFSET or min(n_train, n_valid, n_test) < 0:
+            raise ValueError(f"games per split must be in [0, {TEST_SEED_OFFSET}) to keep the seed ranges apart")
         self.challenge = challenge
-        self.n_games = {"train": n_train, "test": n_test}
+        self.n_games = {"train": n_train, "valid": n_valid, "test": n_test}
         super().__init__(split=split, level=level, horizon=horizon, invalid_action=invalid_action,
                          render_mode=render_mode)
         self._check_level(level)
@@ -169,27 +205,31 @@ class TextWorld(TextWorldGames):
         return list(range(len(CHALLENGE_LEVELS[self.challenge])))
 
     def _all_tasks(self) -> dict[str, dict[str, int]]:
-        out: dict[str, dict[str, int]] = {"train": {}, "test": {}}
+        out: dict[str, dict[str, int]] = {split: {} for split in self.n_games}
+        offsets = {"train": 0, "valid": VALID_SEED_OFFSET, "test": TEST_SEED_OFFSET}
         for split, n in self.n_games.items():
-            offset = TEST_SEED_OFFSET if split == "test" else 0
             for lv in self.levels:
                 for i in range(n):
-                    out[split][f"{self.challenge}/L{lv}/{split}-{offset + i}"] = lv
+                    out[split][f"{self.challenge}/L{lv}/{split}-{offsets[split] + i}"] = lv
         return out
 
     def game_file(self, task_id: str) -> str:
         challenge, lv, rest = task_id.split("/")
         split, seed = rest.split("-")
-        return str(generate_game(challenge, int(lv[1:]), int(seed), test=split == "test"))
+        return str(generate_game(challenge, int(lv[1:]), int(seed), split=split))
 
 
-def generate_game(challenge: str, level: int, seed: int, test: bool = False) -> Path:
+def generate_game(challenge: str, level: int, seed: int, test: bool = False, split: str | None = None) -> Path:
     """The game file of (challenge, level, seed), generated with TextWorld's generator on first use and
-    cached as ``<cache>/textworld/<challenge>/L<level>/<seed>/game.z8`` (with TextWorld's game.json)."""
+    cached as ``<cache>/textworld/<challenge>/L<level>/<split>-<seed>/game.z8`` (with TextWorld's game.json).
+
+    split: train, valid or test (default: test if ``test`` else train). ``tw-simple`` draws valid and test games
+    from its test distribution, so model selection on valid sees what the test will."""
+    split = split or ("test" if test else "train")
     settings = dict(CHALLENGE_LEVELS[challenge][level])
     if challenge == "tw-simple":
-        settings["test"] = test
-    folder = cache_dir("textworld", challenge, f"L{level}") / f"{'test' if test else 'train'}-{seed}"
+        settings["test"] = split != "train"
+    folder = cache_dir("textworld", challenge, f"L{level}") / f"{split}-{seed}"
     path = folder / "game.z8"
     if path.is_file() and path.with_suffix(".json").is_file():
         return path
@@ -219,11 +259,13 @@ def generate_game(challenge: str, level: int, seed: int, test: bool = False) -> 
 
 # ---- ALFWorld ------------------------------------------------------------------------------------------
 ALFWORLD_GAME_FILES = ("game.tw-pddl", "game.z8", "game.ulx")  # ALFWorld ships .tw-pddl
+ALFWORLD_SUBSETS = ("train", "valid_seen", "valid_unseen")
+_GOAL_TEXT = re.compile(r"put (?:a|an|some) (\w+) (?:in|on|into|onto) (?:the |a )?(\w+)", re.I)
 
 
 def find_alfworld_games(data_path: str | os.PathLike, subset: str, task_family: str) -> list[Path]:
     """Game files of one task family in one subset (train, valid_seen, valid_unseen) of ALFWorld's data:
-    ``<data>/json_2.1.1/<subset>/<family>-<objects>-<n>/<trial>/game.tw-pddl``."""
+    ``<data>/json_2.1.1/<subset>/<family>-<objects>-<n>/<trial>/game.tw-pddl`` (``json_2.1.1/`` optional)."""
     data = Path(data_path).expanduser()
     base = data / "json_2.1.1" if (data / "json_2.1.1").is_dir() else data
     folder = base / subset
@@ -241,47 +283,232 @@ def find_alfworld_games(data_path: str | os.PathLike, subset: str, task_family: 
     return games
 
 
+def _alfworld_wrappers() -> list:
+    try:  # ALFWorld's demangler turns PDDL names (apple_bar__minus_01_dot_65...) into "apple 1"
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+    except ImportError:
+        raise ImportError("ALFWorld's .tw-pddl games need the alfworld package (its demangler and TextWorld's "
+                          "PDDL engine): pip install 'frugalft[alfworld]'") from None
+    return [AlfredDemangler()]
+
+
 class ALFWorld(TextWorldGames):
-    """ALFWorld's household games of one task family (one level). Needs ALFWorld's data on disk."""
+    """ALFWorld's household games of one task family (one level). Needs game files on disk: ALFWorld's data or
+    games made by ``frugalft.envs.alfworld_games.generate_alfworld_games`` (same layout).
+
+    Task ids are ``<split>/<task folder>/<trial>``. Splits: train = ALFWorld's ``train``, valid = ``valid_seen``,
+    test = ``valid_unseen`` by default; a missing valid subset leaves the valid split empty.
+    """
+
+    family = "alfworld"
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", data_path: str | None = None,
                  task_family: str = "pick_and_place_simple", test_subset: str = "valid_unseen",
-                 render_mode: str | None = None) -> None:
-        """data_path: ALFWorld's data folder (default $ALFWORLD_DATA). test_subset: valid_unseen or valid_seen."""
+                 valid_subset: str = "valid_seen", render_mode: str | None = None) -> None:
+        """data_path: ALFWorld's data folder (default $ALFWORLD_DATA). test_subset, valid_subset: which of
+        ALFWorld's subsets (train, valid_seen, valid_unseen) are the test and valid splits; they must differ
+        from each other and from train."""
         path = data_path or os.environ.get("ALFWORLD_DATA")
         if not path or not Path(path).expanduser().is_dir():
             where = f" ({path} does not exist)" if path else ""
             raise FileNotFoundError(
                 "ALFWorld's game data is missing" + where + ": download it with ALFWorld's own tool "
-                "(pip install alfworld; alfworld-download) on a machine with internet, then pass "
-                "data_path=... (CLI: --data PATH) or set ALFWORLD_DATA to that folder.")
+                "(pip install alfworld; alfworld-download) on a machine with internet, or generate games "
+                "with `frugalft env make-alfworld --out DIR`, then pass data_path=... (CLI: --data PATH) or "
+                "set ALFWORLD_DATA to that folder.")
+        subsets = {"train": "train", "valid": valid_subset, "test": test_subset}
+        if len(set(subsets.values())) != 3 or not set(subsets.values()) <= set(ALFWORLD_SUBSETS):
+            raise ValueError(f"valid_subset and test_subset must be two different ones of {ALFWORLD_SUBSETS[1:]} "
+                             f"(the splits must be disjoint), got valid={valid_subset!r}, test={test_subset!r}")
         self.data_path = Path(path).expanduser()
         self.task_family = task_family
-        self.subsets = {"train": "train", "test": test_subset}
+        self.subsets = subsets
         super().__init__(split=split, level=level, horizon=horizon, invalid_action=invalid_action,
                          render_mode=render_mode)
         self._check_level(level)
         self._files: dict[str, str] = {}
-        for sp in ("train", "test"):
-            for game in find_alfworld_games(self.data_path, self.subsets[sp], task_family):
+        for sp, subset in subsets.items():
+            try:
+                games = find_alfworld_games(self.data_path, subset, task_family)
+            except FileNotFoundError:
+                if sp == "valid":  # older layouts and hand-made folders may have no valid_seen
+                    continue
+                raise
+            for game in games:
                 self._files[f"{sp}/{game.parent.parent.name}/{game.parent.name}"] = str(game)
         if not self._files:
             raise FileNotFoundError(f"ALFWorld data at {self.data_path}: no games of the family {task_family!r}")
+        self._pddl = False  # is the running game a .tw-pddl one?
+        self._plan: list[str] | None = None  # the planner's plan for the current state, computed on demand
+        self._goal: tuple[str, str] | None = None  # (object type, receptacle type), lower case
 
     @property
     def levels(self) -> list[int]:
         return [0]
 
     def _all_tasks(self) -> dict[str, dict[str, int]]:
-        return {sp: {t: 0 for t in self._files if t.startswith(sp + "/")} for sp in ("train", "test")}
+        return {sp: {t: 0 for t in self._files if t.startswith(sp + "/")} for sp in self.subsets}
 
     def game_file(self, task_id: str) -> str:
         return self._files[task_id]
 
+    # ---- .tw-pddl games: TextWorld's PDDL engine gives admissible commands, won and the raw facts; the rest
+    # (location, inventory, the goal's whereabouts) is read from those facts.
     def _wrappers(self) -> list:
-        try:  # ALFWorld's own wrappers make its PDDL games readable and give its expert plan
-            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-        except ImportError:
-            return []
-        return [AlfredDemangler()]
+        return _alfworld_wrappers() if self._pddl else []
+
+    def _request_infos(self):
+        if not self._pddl:
+            return _request_infos()
+        # The plan is asked for only when needed (oracle_action, privileged): replanning costs 50-70 ms a step.
+        return _textworld().EnvInfos(won=True, admissible_commands=True)
+
+    def _start(self, task_id: str) -> None:
+        self._pddl = _pddl_game(self.game_file(task_id))
+        self._plan = None
+        super()._start(task_id)
+        if self._pddl:
+            self._goal = self._read_goal(task_id)
+
+    def _apply(self, action: str) -> tuple[float, bool, bool, str]:
+        self._plan = None
+        if not self._pddl:
+            return super()._apply(action)
+        self._state, _, done = self._game.step(action)
+        won = bool(self._state.won)
+        reward, self._score = float(won) - self._score, float(won)
+        return reward, bool(done or won), won, _clean(self._state.feedback)
+
+    def _read_goal(self, task_id: str) -> tuple[str, str] | None:
+        """The goal's (object type, receptacle type), lower case: from ALFWorld's traj_data.json beside the game,
+        else from the task sentence ("put a apple in fridge")."""
+        traj = Path(self.game_file(task_id)).with_name("traj_data.json")
+        if traj.is_file():
+            params = json.loads(traj.read_text(encoding="utf-8")).get("pddl_params", {})
+            if params.get("object_target") and params.get("parent_target"):
+                return params["object_target"].lower(), params["parent_target"].lower()
+        m = _GOAL_TEXT.search(self._task_text())
+        return (m.group(1).lower(), m.group(2).lower()) if m else None
+
+    def _task_text(self) -> str:
+        m = re.search(r"Your task is to:\s*(.+)", self._start_feedback)
+        return m.group(1).strip() if m else ""
+
+    def _world(self) -> dict[str, Any]:
+        """The current state from the engine's facts, in the names the player sees."""
+        names = {k: info.name.strip() for k, info in (self._state.get("_entity_infos") or {}).items()}
+        out: dict[str, Any] = {"at": None, "holding": [], "opened": set(), "contents": {}, "openable": set(),
+                               "types": {}, "receptacles": []}
+        loc_of: dict[str, str] = {}
+        agent_loc = None
+        for fact in self._state.get("_facts") or []:
+            args = [a.name for a in fact.arguments]
+            n = fact.name.lower()
+            if n == "atlocation":
+                agent_loc = args[1]
+            elif n == "receptacleatlocation":
+                loc_of[args[0]] = args[1]
+            elif n == "holds":
+                out["holding"].append(names.get(args[1], args[1]))
+            elif n == "opened":
+                out["opened"].add(names.get(args[0], args[0]))
+            elif n == "openable":
+                out["openable"].add(names.get(args[0], args[0]))
+            elif n == "inreceptacle":
+                out["contents"].setdefault(names.get(args[1], args[1]), []).append(names.get(args[0], args[0]))
+            elif n in ("objecttype", "receptacletype"):
+                out["types"][names.get(args[0], args[0])] = args[1].lower().removesuffix("type")
+        out["receptacles"] = sorted((names.get(r, r) for r in loc_of), key=_natural)
+        here = sorted((names.get(r, r) for r, loc in loc_of.items() if loc == agent_loc), key=_natural)
+        out["at"] = here[0] if here else None
+        for things in out["contents"].values():
+            things.sort(key=_natural)
+        return out
+
+    def _parts(self) -> dict[str, str]:
+        if not self._pddl:
+            return super()._parts()
+        w = self._world()
+        at = w["at"]
+        if at is None:
+            where = ("You are in the middle of a room. Looking quickly around you, you see "
+                     + _listing(w["receptacles"]) + ".")
+        elif at in w["openable"] and at not in w["opened"]:
+            where = f"You are at {at}. The {at} is closed."
+        elif at in w["openable"]:
+            where = f"You are at {at}. The {at} is open. In it, you see {_listing(w['contents'].get(at, []))}."
+        else:
+            where = f"You are at {at}. On the {at}, you see {_listing(w['contents'].get(at, []))}."
+        carrying = (f"You are carrying: {_listing(w['holding'])}." if w["holding"]
+                    else "You are not carrying anything.")
+        return {
+            "task": self._task_text() or "(no task given)",
+            "location": where,
+            "inventory": carrying,
+            "history": self.history_text(),
+            "last_result": self.last_result or "(start)",
+        }
+
+    def _policy(self) -> list[str]:
+        if not self._pddl:
+            return list(self._state.policy_commands or [])
+        if self._plan is None:
+            engine = self._game.unwrapped  # TextWorld's PddlEnv: replan from the current state, as its
+            self._plan = list(engine._pddl_state.replan(engine._entity_infos) or [])  # policy_commands does
+        return list(self._plan)
+
+    def oracle_action(self) -> str:
+        if not self._pddl:
+            return super().oracle_action()
+        policy = self._policy()
+        if policy and policy[0] in self._actions():
+            return policy[0]
+        if policy:
+            raise RuntimeError(f"the planner's command {policy[0]!r} is not admissible here")
+        raise RuntimeError("the planner finds no winning plan from this state")
+
+    def privileged(self) -> dict[str, Any]:
+        if not self._pddl:
+            return super().privileged()
+        w = self._world()
+        obj, recep = self._goal or (None, None)
+        targets = {o: r for r, things in w["contents"].items() for o in things if w["types"].get(o) == obj}
+        goals = [r for r in w["receptacles"] if w["types"].get(r) == recep]
+        went = {h.removeprefix("go to ") for h in self.history if h.startswith("go to ")}
+        # Receptacles whose contents the agent has seen: opened ones, and open surfaces it went to.
+        searched = {h.removeprefix("open ") for h in self.history if h.startswith("open ")}
+        searched |= went - w["openable"]
+        won = bool(self._state.won)
+        return {
+            "goal_text": self._task_text(),
+            "goal_object": obj,
+            "goal_receptacle": recep,
+            "policy_commands": [] if won else self._policy(),
+            "walkthrough": list(getattr(self._game.unwrapped, "walkthrough", None) or []),
+            "at": w["at"],
+            "holding": w["holding"],
+            "holding_goal_object": any(w["types"].get(h) == obj for h in w["holding"]),
+            "target_locations": targets,  # goal-type object -> the receptacle it is in now
+            "goal_receptacles": goals,
+            "opened": sorted(w["opened"], key=_natural),
+            "closed_receptacles": sorted(w["openable"] - w["opened"], key=_natural),
+            "closed_goal_receptacles": [r for r in goals if r in w["openable"] and r not in w["opened"]],
+            "visited": sorted(went, key=_natural),  # receptacles gone to so far this episode
+            "searched": sorted(searched, key=_natural),  # and those whose contents the agent has seen
+            "won": won,
+            "game_file": self.game_file(self.task_id),
+        }
+
+
+def _natural(name: str) -> tuple:
+    """Sort key: "cabinet 2" before "cabinet 10"."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _listing(names: list[str]) -> str:
+    """ALFWorld's list: "a cabinet 1, a cabinet 2, and a fridge 1" (or "nothing")."""
+    items = [f"a {n}" for n in names]
+    if not items:
+        return "nothing"
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
