@@ -34,7 +34,7 @@ def _run(*args):
 def test_select_export_merge(tmp_path, pool):
     sel = tmp_path / "sel.jsonl"
     r = _run("select", pool, "--budget", 6, "--strategy", "facility-location", "--out", sel,
-             "-p", f"features={tmp_path / 'x.npy'}")
+             "--set", f"features={tmp_path / 'x.npy'}")
     assert r.exit_code == 0, r.output
     assert "sigma = " in r.output and (tmp_path / "sel.gains.png").stat().st_size > 1000
     rows = [json.loads(line) for line in sel.read_text().splitlines()]

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from frugalft.config import dump_yaml
-from frugalft.distributed.data_parallel import SINGLE, share
+from frugalft.parallel import SINGLE, share
 from frugalft.reflect.train import RLConfig, train
 from two_processes import launch_two_cpu_processes
 

@@ -1,6 +1,6 @@
 """Ray on a local 2-CPU cluster (one ``ray.init`` for the module): sharded pool scoring equals the
-single-process path; ``frugalft rl train``'s loop with ``workers: 2`` gives the ``workers: 0`` iterations; a
-killed worker is replaced with no episode lost or duplicated.
+single-process path; ``frugalft rl train``'s loop on a pool of 2 rollout workers gives the ``workers: 0``
+iterations; a killed worker is replaced with no episode lost or duplicated.
 
 Scoring runs first: the rollout actors hold both CPUs while they live.
 """
@@ -17,7 +17,7 @@ import torch
 ray = pytest.importorskip("ray")
 
 from frugalft.design import pool_from_rows  # noqa: E402
-from frugalft.reflect.backends import make_backend  # noqa: E402
+from frugalft.distributed.ray_rollout import RolloutPool, make_backend  # noqa: E402
 from frugalft.reflect.train import RLConfig, build_players, train  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -76,8 +76,15 @@ CONFIG = RLConfig(policy_model="tiny-test", reflection_model="tiny-test", reflec
 def _run(tmp, workers, backend=None):
     players = build_players(CONFIG)
     batches = []
-    out = train(replace(CONFIG, workers=workers), tmp, resume=False, players=players, backend=backend,
-                on_episodes=lambda it, eps: batches.append(eps))
+    cfg = replace(CONFIG, workers=workers)
+    own = backend is None and workers > 0  # the caller builds the Ray pool (as the CLI does) and closes it
+    backend = make_backend(cfg) if own else backend
+    try:
+        out = train(cfg, tmp, resume=False, players=players, backend=backend,
+                    on_episodes=lambda it, eps: batches.append(eps))
+    finally:
+        if own:
+            backend.close()
     rows = [json.loads(line) for line in (tmp / "metrics.jsonl").read_text().splitlines()]
     return out, batches, players.policy.state_dict(), rows
 
@@ -111,7 +118,7 @@ def _cpus_free() -> float:
 
 @pytest.mark.slow  # ~20-30 s: two fresh actor processes import torch and build their models
 def test_two_ray_workers_give_the_single_process_iterations(single_process, tmp_path):
-    # ``workers: 2`` in the config: ``train`` starts two rollout actors on the local cluster, and stops them.
+    # ``workers: 2``: ``make_backend`` starts two rollout actors on the local cluster, ``train`` plays on them.
     # The learner broadcasts its weights every iteration, so iteration 2's episodes (played by the workers
     # with the weights after update 1) match only if the broadcast and the update are right too.
     out1, batches1, weights1, rows1 = single_process
@@ -145,6 +152,7 @@ def test_killed_worker_is_replaced_and_its_episodes_rerun_once(single_process, t
 
     # The caller makes the backend (as the CLI does) and closes it; ``train`` only plays on it.
     pool = make_backend(replace(CONFIG, workers=2))
+    assert isinstance(pool, RolloutPool)
     pool.on_dispatch = kill_worker_1
     try:
         _, batches2, weights2, rows2 = _run(tmp_path, workers=2, backend=pool)

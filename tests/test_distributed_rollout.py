@@ -112,18 +112,33 @@ def test_broadcast_weights_reproduce_the_learner(finetune):
         load_trainable_state(worker.policy, {"no.such.weight": torch.zeros(1)})
 
 
+def test_only_the_scale_out_layer_builds_ray_workers():
+    # reflect does not import frugalft.distributed: its make_backend plays in this process, and asks for a
+    # pool for ``workers: N``; the scale-out layer's make_backend chooses (no Ray started for ``workers: 0``).
+    from frugalft.distributed import ray_rollout
+    from frugalft.reflect import backends
+
+    with pytest.raises(ValueError, match="ray_rollout.make_backend"):
+        backends.make_backend(replace(CONFIG, workers=2))
+    for make in (backends.make_backend, ray_rollout.make_backend):
+        backend = make(CONFIG)
+        assert isinstance(backend, backends.InProcessBackend) and backend.workers == 0
+        backend.close()
+
+
 def test_rl_train_command_sets_workers_and_ray_address(monkeypatch, tmp_path):
     import importlib
 
     from typer.testing import CliRunner
 
+    from frugalft.cli import rl as rl_cli
     from frugalft.cli.rl import app
-    from frugalft.reflect import backends
+    from frugalft.distributed import ray_rollout
 
     rl_train = importlib.import_module("frugalft.reflect.train")  # the module (the package re-exports train)
     seen, made = [], []
 
-    class FakeBackend:  # the command makes the backend from the config and hands it to train, then closes it
+    class FakeBackend:  # the command builds the backend (Ray pool) and hands it to train, then closes it
         workers = 0
         closed = False
 
@@ -133,7 +148,8 @@ def test_rl_train_command_sets_workers_and_ray_address(monkeypatch, tmp_path):
         def close(self):
             self.closed = True
 
-    monkeypatch.setattr(backends, "make_backend", FakeBackend)
+    monkeypatch.setattr(ray_rollout, "make_backend", FakeBackend)
+    monkeypatch.setattr(rl_cli, "require", lambda *a, **k: None)  # no Ray needed: no actor starts
     monkeypatch.setattr(rl_train, "train", lambda cfg, out, resume=True, backend=None: seen.append(
         (cfg, out, backend)) or {"checkpoint": None})
     args = ["train", "--method", "rl", "--run-dir", str(tmp_path), "--set", "model=tiny-test"]

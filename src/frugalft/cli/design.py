@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from frugalft.cli.options import fail
+from frugalft.cli.options import fail, out_option
 
 PoolArg = typer.Argument(..., help="Pool: .jsonl, .csv, .parquet, or a datasets directory (save_to_disk).")
 IdField = typer.Option("id", "--id-field", help="Field holding a unique id per prompt ('' numbers the rows).")
@@ -28,14 +28,16 @@ def _load(pool: Path, id_field: str, prompt_field: str, task_field: str, respons
 
 
 def _parse_params(items: list[str] | None) -> dict:
-    import yaml
+    """``--set key=value`` strategy parameters, read as the config overrides are (YAML 1.2: ``1e-4`` is a float)."""
+    from frugalft.config import ConfigError, parse_override
 
     params = {}
     for item in items or []:
-        if "=" not in item:
-            fail(f"--param takes key=value, got {item!r}")
-        key, value = item.split("=", 1)
-        params[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else ""
+        try:
+            key, value = parse_override(item)
+        except ConfigError as e:
+            fail(f"--set: {e}")
+        params[key.replace("-", "_")] = value
     return params
 
 
@@ -43,12 +45,14 @@ def select_cmd(
     pool: Path = typer.Argument(None, help="Pool: .jsonl, .csv, .parquet, or a datasets directory (save_to_disk)."),
     budget: int = typer.Option(None, "--budget", "-b", help="How many prompts to choose."),
     strategy: str = typer.Option("facility-location", "--strategy", help="A strategy name (see --list)."),
-    out: Path = typer.Option(None, "--out", "-o", help="Selection file to write (.jsonl)."),
+    out: Path = out_option(None, "Selection file to write (.jsonl)."),
     seed: int = typer.Option(0, help="Seed (random picks, first k-center, sigma subsample)."),
     model: str = typer.Option(None, "--model", "-m",
                               help="Base model for uncertainty, task weighting and features=lm (e.g. tiny)."),
-    param: list[str] = typer.Option(None, "--param", "-p",
-                                    help="Strategy parameter key=value, e.g. -p sigma=0.5 -p optimizer=knn"),
+    param: list[str] = typer.Option(None, "--set", "-s", "--param", "-p",
+                                    help="Strategy parameter key=value (see --list), e.g. --set sigma=0.5 --set "
+                                         "optimizer=knn; values are YAML (1e-4 is a float). --param/-p: the old "
+                                         "spelling, deprecated."),
     plot: Path = typer.Option(None, help="Gains plot PNG (default: beside --out for greedy strategies)."),
     no_cache: bool = typer.Option(False, "--no-cache", help="Recompute features instead of using the cache."),
     list_: bool = typer.Option(False, "--list", help="List the strategies and their parameters, then exit."),
@@ -70,11 +74,12 @@ def select_cmd(
         return
     if pool is None or budget is None or out is None:
         fail("POOL, --budget and --out are required (or --list)")
+    params = _parse_params(param)  # before the pool loads: a typo fails at once
     p = _load(pool, id_field, prompt_field, task_field, response_field, split)
     for line in p.report().lines():
         typer.echo(f"pool: {line}")
     try:
-        sel = select_prompts(p, strategy, budget, seed=seed, params=_parse_params(param), model=model,
+        sel = select_prompts(p, strategy, budget, seed=seed, params=params, model=model,
                              cache=not no_cache)
     except DesignError as e:
         fail(str(e))

@@ -20,7 +20,7 @@ ABOUT = {
     "ALFWorld": "ALFWorld household games (pick_and_place_simple); needs its data: --data PATH or $ALFWORLD_DATA.",
 }
 
-SplitOpt = typer.Option("test", "--split", help="train or test.")
+SplitOpt = typer.Option("test", "--split", help="train, valid or test.")
 LevelOpt = typer.Option(None, "--level", "-l", help="One curriculum level (default: all).")
 HorizonOpt = typer.Option(15, "--horizon", help="Steps per episode.")
 ModeOpt = typer.Option(None, "--mode", help="DangerousTaxi: pickup, dropoff or full.")
@@ -28,7 +28,8 @@ RepoOpt = typer.Option(None, "--repo", help="AutoExplore: build tasks from this 
 HideOpt = typer.Option(0.0, "--hide-prob", help="AutoExplore: hide unrelated entries (train split only).")
 TestTasksOpt = typer.Option(None, "--test-tasks", help="AutoExplore: all, unseen_repos or held_out (test split).")
 ChallengeOpt = typer.Option(None, "--challenge", help="TextWorld: tw-coin_collector, tw-treasure_hunter, tw-simple.")
-GamesOpt = typer.Option(None, "--games", help="TextWorld: games per level in each split (train,test), e.g. 20,10.")
+GamesOpt = typer.Option(None, "--games",
+                        help="TextWorld: games per level in each split (train,test or train,valid,test), e.g. 20,5,10.")
 DataOpt = typer.Option(None, "--data", help="ALFWorld: its data folder (default $ALFWORLD_DATA).")
 
 
@@ -61,10 +62,12 @@ def build_env(name: str, split: str, level: int | None, horizon: int, mode: str 
             kwargs["challenge"] = challenge
         if games:
             try:
-                n_train, n_test = (int(x) for x in games.split(","))
+                counts = [int(x) for x in games.split(",")]
+                if len(counts) not in (2, 3):
+                    raise ValueError
             except ValueError:
-                fail(f"--games must be two integers 'TRAIN,TEST', got {games!r}")
-            kwargs.update(n_train=n_train, n_test=n_test)
+                fail(f"--games must be 'TRAIN,TEST' or 'TRAIN,VALID,TEST' integers, got {games!r}")
+            kwargs.update(n_train=counts[0], n_test=counts[-1], **({"n_valid": counts[1]} if len(counts) == 3 else {}))
     if name == "ALFWorld" and data:
         kwargs["data_path"] = str(data)
     try:
@@ -138,7 +141,8 @@ def stats_cmd(
     split: str = SplitOpt, level: int | None = LevelOpt, horizon: int = HorizonOpt,
     random_episodes: int = typer.Option(5, help="Random-policy episodes per task."),
     seed: int = typer.Option(0, help="Seed of the random policy."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write the figures to this JSON file."),
+    json_out: Path | None = typer.Option(None, "--out", "-o", "--json",
+                                         help="Also write the figures to this JSON file (--json: the old spelling)."),
     mode: str | None = ModeOpt, repo: list[Path] | None = RepoOpt, hide_prob: float = HideOpt,
     test_tasks: str | None = TestTasksOpt,
     challenge: str | None = ChallengeOpt, games: str | None = GamesOpt, data: Path | None = DataOpt,
@@ -154,11 +158,11 @@ def stats_cmd(
     env = build_env(name, split, level, horizon, mode, repo, hide_prob, challenge, games, data, test_tasks)
     counts = Table(title=f"{name}: tasks per split and level")
     counts.add_column("level")
-    for sp in ("train", "test"):
+    for sp in ("train", "valid", "test"):
         counts.add_column(sp, justify="right")
     levels = [level] if level is not None else env.levels
     for lv in levels:
-        counts.add_row(str(lv), *(str(len(env.task_ids(sp, lv))) for sp in ("train", "test")))
+        counts.add_row(str(lv), *(str(len(env.task_ids(sp, lv))) for sp in ("train", "valid", "test")))
     console = Console()
     console.print(counts)
     rows = success_table(env, split=split, random_episodes=random_episodes, seed=seed, levels=levels,
@@ -175,3 +179,23 @@ def stats_cmd(
     if json_out:
         write_json(json_out, {"env": name, "split": split, "horizon": horizon, "seed": seed,
                               "random_episodes": random_episodes, "levels": rows})
+
+
+@app.command("make-alfworld")
+def make_alfworld_cmd(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder to write train/, valid_seen/, valid_unseen/ into."),
+    train: int = typer.Option(100, "--train", help="Train games."),
+    valid: int = typer.Option(20, "--valid", help="valid_seen games (seen scenes and goal pairs)."),
+    test: int = typer.Option(20, "--test", help="valid_unseen games (unseen scenes and goal pairs)."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same games."),
+) -> None:
+    """Generate ALFWorld pick_and_place_simple games from the alfworld wheel's engine files (play them with
+    --data OUT). Generated scenes: scores on them are not comparable to published ALFWorld numbers."""
+    from frugalft.envs.alfworld_games import generate_alfworld_games
+
+    try:
+        manifest = generate_alfworld_games(out, train, valid, test, seed)
+    except (ImportError, ValueError) as e:
+        fail(str(e))
+    counts = ", ".join(f"{len(g)} {sp}" for sp, g in manifest["splits"].items())
+    typer.echo(f"ALFWorld games in {out}: {counts} (manifest: {out / 'generation.json'})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from frugalft.cli.options import fail
+from frugalft.cli.options import check_device, fail
 
 app = typer.Typer(
     name="frugalft",
@@ -13,6 +13,29 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from frugalft import __version__
+
+        typer.echo(f"frugalft {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _global_options(
+    verbose: bool = typer.Option(False, "--verbose", "-v",
+                                 help="Show transformers' and huggingface_hub's progress bars and warnings."),
+    version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                 help="Print frugalft's version and exit."),
+) -> None:
+    if verbose:
+        import os
+
+        # An environment variable, read at the first model load (frugalft.models.registry), so that worker
+        # processes inherit it and this module need not import transformers.
+        os.environ["FRUGALFT_VERBOSE"] = "1"
 
 
 @app.command("models")
@@ -50,6 +73,7 @@ def generate_cmd(
 
     if max_new_tokens < 1:
         fail("--max-new-tokens must be at least 1")
+    check_device(device)
     seed_everything(seed)
     try:
         lm, tok = load_model(model, device=device, dtype=dtype, seed=seed)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import typer
 
-from frugalft.cli.options import SetOption, fail, resolve_config
+from frugalft.cli.options import SetOption, fail, require, resolve_config, run_dir_option
 
 
 def quickstart_config_path() -> Path:
@@ -62,18 +62,21 @@ def summary(cfg, run_dir: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("quickstart")
     def quickstart_cmd(
-        run_dir: Path = typer.Option(Path("runs/quickstart"), "--run-dir", "-o", help="Where the outputs go."),
+        run_dir: Path = run_dir_option(Path("runs/quickstart"), "Run directory: where the outputs go (resumes)."),
         overrides: list[str] = SetOption,
     ) -> None:
         """Reflect-RL on DangerousTaxi end to end at demo scale (a few minutes on 2 CPU cores)."""
+        from frugalft.distributed import ray_rollout
         from frugalft.reflect.table import ExperimentConfig, run_table
 
         cfg = resolve_config(ExperimentConfig, quickstart_config_path(), overrides)
+        if cfg.rl.workers > 0:
+            require("ray", "ray", f"rl.workers={cfg.rl.workers} (Ray rollout workers)")
         t0 = time.time()
         typer.echo(f"frugalft quickstart: DangerousTaxi, model {cfg.model}, methods {', '.join(cfg.methods)}, "
                    f"seeds {cfg.seeds}; outputs in {run_dir}")
         try:
-            paths = run_table(cfg, run_dir, log=typer.echo)
+            paths = run_table(cfg, run_dir, log=typer.echo, make_backend=ray_rollout.make_backend)
         except (FileNotFoundError, ValueError, RuntimeError) as e:
             fail(str(e))
         typer.echo("")
@@ -88,4 +91,5 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"  warm-up models   {seed / 'warmup'}/<variant>/{{reflection,policy}}/model")
         typer.echo(f"  RL runs          {seed / 'rl'}/<method>/ (metrics.jsonl, checkpoints/)")
         typer.echo(f"  evaluations      {seed / 'eval'}/test/<method>.json")
-        typer.echo(f"config: {quickstart_config_path()}; the full table: frugalft rl table --config <that file>")
+        typer.echo(f"config: {quickstart_config_path()}; the same stages one by one: frugalft rl data|warmup|train|"
+                   f"eval|table --config <that file> --run-dir {run_dir}")

@@ -11,7 +11,8 @@ rl and eval sections; see ``src/frugalft/configs/rl/``) and works in one run dir
 
 Each stage reuses what an earlier one left (and resumes a killed RL run), so ``table`` after the single
 stages only does what is missing. ``train --workers N [--ray-address ADDR]`` plays the rollouts on N Ray
-actors, and ``accelerate launch ... frugalft rl train`` splits the learner over processes (docs/scaling.md).
+actors (``--set rl.workers=N`` for ``eval`` and ``table``: this module builds the pool and hands it to the
+loop), and ``accelerate launch ... frugalft rl train`` splits the learner over processes (docs/scaling.md).
 ``--report-to tensorboard|wandb`` (or ``report_to:`` in the config) also logs every run directory's metrics
 there: one run per folder above, tagged env, seed and method or warm-up variant (docs/tracking.md).
 """
@@ -31,23 +32,37 @@ from frugalft.cli.options import (
     SetOption,
     fail,
     report_to,
+    require,
+    require_env,
     resolve_config,
+    run_dir_option,
 )
 
 app = typer.Typer(help="Reflect-RL: warm-up data, SFT warm-up, online RL, evaluation and the comparison table.",
                   no_args_is_help=True)
 
-RunDirOption = typer.Option(None, "--run-dir", "-o", help="Run directory (default: runs/rl/<env>).")
-SeedOption = typer.Option(None, "--seed", help="Which seed's folder (default: the config's first seed).")
+RunDirOption = run_dir_option(None, "Run directory (default: runs/rl/<env>).")
+SeedOption = typer.Option(None, "--seed", help="The run's seed: its random seed and its folder seed-S (default: "
+                                               "the config's first seed).")
 
 
-def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | None, seed: int | None):
+def _setup(config: Path | None, overrides: list[str] | None, run_dir: Path | None, seed: int | None,
+           workers: int | None = None, ray_address: str | None = None, rollouts: bool = True):
+    """The experiment config (``--workers``/``--ray-address`` applied), its run directory and seed; a missing
+    extra (TextWorld; Ray for a command that plays RL ``rollouts`` on workers) is an error here, before any work."""
     from frugalft.reflect.table import ExperimentConfig
 
     try:
         cfg = resolve_config(ExperimentConfig, config, overrides)
     except ValueError as e:  # e.g. an unknown method, raised by the config itself
         raise typer.BadParameter(str(e)) from None
+    if workers is not None:
+        cfg.rl.workers = workers
+    if ray_address is not None:
+        cfg.rl.ray_address = ray_address
+    require_env(cfg.env)
+    if rollouts and cfg.rl.workers > 0:
+        require("ray", "ray", f"rl.workers={cfg.rl.workers} (Ray rollout workers)")
     # The env's last name: "frugalft/TextWorld-v0" -> TextWorld-v0, "mypkg.envs:MyEnv" -> MyEnv (no ":" in paths)
     run = run_dir or Path("runs") / "rl" / cfg.env.replace(":", "/").split("/")[-1]
     return cfg, run, seed if seed is not None else cfg.seeds[0]
@@ -88,7 +103,9 @@ def _errors():
     from frugalft.reflect.reflection import ReflectionError
     from frugalft.reflect.teachers import TeacherError
 
-    return (FileNotFoundError, ValueError, CheckpointError, LabelError, ModelError, ReflectionError, TeacherError)
+    # ImportError: an extra that an environment needs only for some of its games (ALFWorld's .tw-pddl ones)
+    return (FileNotFoundError, ValueError, ImportError, CheckpointError, LabelError, ModelError, ReflectionError,
+            TeacherError)
 
 
 @app.command("data")
@@ -97,7 +114,7 @@ def data_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_
     """Generate the warm-up datasets (oracle trajectories, teacher reflections, negative examples)."""
     from frugalft.reflect.table import run_data
 
-    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    cfg, run, seed = _setup(config, overrides, run_dir, seed, rollouts=False)
     try:
         out = run_data(cfg, run, seed, log=typer.echo)
     except _errors() as e:
@@ -117,7 +134,7 @@ def warmup_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, ru
 
     if variant not in VARIANTS:
         fail(f"unknown variant {variant!r}; valid: {', '.join(VARIANTS)}")
-    cfg, run, seed = _setup(config, overrides, run_dir, seed)
+    cfg, run, seed = _setup(config, overrides, run_dir, seed, rollouts=False)
     try:
         claim_run(seed_dir(run, seed) / "warmup" / variant, restart)
         with _tracking(cfg, run, report):
@@ -150,18 +167,14 @@ def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
               report: str = ReportToOption, restart: bool = RestartOption,
               ) -> None:
     """Online RL of the policy (reflection model frozen) from the method's warm-up; resumes a killed run."""
-    from frugalft.distributed.data_parallel import setup as data_parallel
-    from frugalft.reflect import backends
+    from frugalft.distributed import ray_rollout
+    from frugalft.parallel import setup as data_parallel
     from frugalft.reflect.table import PLAN, rl_config_for, run_warmup, seed_dir
     from frugalft.reflect.train import train
     from frugalft.runs import claim_run
 
     method = _method(method, rl_only=True)
-    cfg, run, seed = _setup(config, overrides, run_dir, seed)
-    if workers is not None:
-        cfg.rl.workers = workers
-    if ray_address is not None:
-        cfg.rl.ray_address = ray_address
+    cfg, run, seed = _setup(config, overrides, run_dir, seed, workers, ray_address)
     try:
         dp = data_parallel(cfg.device)  # under accelerate launch: rank 0 prepares, the others wait
         if dp.is_main:
@@ -176,7 +189,7 @@ def train_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
             out = seed_dir(run, seed) / "rl" / method
             # Where the episodes are played: this process (each learner process its share under accelerate
             # launch) or rl.workers Ray actors; the loop is the same either way.
-            backend = backends.make_backend(rl, dp)
+            backend = ray_rollout.make_backend(rl, dp)
             try:
                 result = train(rl, out, resume=True, backend=backend)
             finally:
@@ -211,6 +224,7 @@ def eval_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_
                                             "once, for the final table)."),
              ) -> None:
     """Evaluate one method on a split (training it first if it is not yet), with 95% CIs."""
+    from frugalft.distributed import ray_rollout
     from frugalft.reflect.table import eval_path, run_method
 
     method = _method(method)
@@ -218,9 +232,11 @@ def eval_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_
         raise typer.BadParameter(f"--split must be train, valid or test, got {split!r}")
     cfg, run, seed = _setup(config, overrides, run_dir, seed)
     try:
-        row = run_method(cfg, run, seed, method, log=typer.echo, split=split)
+        row = run_method(cfg, run, seed, method, log=typer.echo, split=split, make_backend=ray_rollout.make_backend)
     except _errors() as e:
         fail(str(e))
+    finally:
+        _shutdown_ray()
     typer.echo(f"{method}: success {100 * row['success']:.1f}% [{100 * row['success_ci_lo']:.1f}, "
                f"{100 * row['success_ci_hi']:.1f}] on the {split} split, return {row['return']:.3f} over "
                f"{row['episodes']} episodes ({eval_path(run, seed, method, split)})")
@@ -237,6 +253,7 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
     """Every method x seed end to end: results.csv, table.md (95% CIs) and curves.png in the run directory."""
     import time
 
+    from frugalft.distributed import ray_rollout
     from frugalft.reflect.table import run_table
 
     cfg, run, _ = _setup(config, overrides, run_dir, None)
@@ -246,9 +263,11 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
                             {s: cfg.methods_of(s) for s in cfg.all_seeds()})
     try:
         with _tracking(cfg, run, report):
-            paths = run_table(cfg, run, log=typer.echo, started=started)
+            paths = run_table(cfg, run, log=typer.echo, started=started, make_backend=ray_rollout.make_backend)
     except _errors() as e:
         fail(str(e))
+    finally:
+        _shutdown_ray()
     typer.echo(Path(paths["markdown"]).read_text(encoding="utf-8"))
 
 

@@ -14,7 +14,16 @@ from pathlib import Path
 
 import typer
 
-from frugalft.cli.options import ConfigOption, SetOption, fail, resolve_config
+from frugalft.cli.options import (
+    ConfigOption,
+    SetOption,
+    fail,
+    out_option,
+    require,
+    require_env,
+    resolve_config,
+    run_dir_option,
+)
 
 app = typer.Typer(help="Scale out: Ray rollout workers and pool scoring, GreeDi selection, multi-process SFT.",
                   no_args_is_help=True)
@@ -45,7 +54,7 @@ def _load_pool(pool: Path, id_field: str, prompt_field: str):
 def rl_train_cmd(
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
-    run_dir: Path = typer.Option(Path("runs/rl-scale"), "--run-dir", "-o", help="Run directory (resumes)."),
+    run_dir: Path = run_dir_option(Path("runs/rl-scale"), "Run directory (resumes)."),
     workers: int = WorkersOption,
     ray_address: str = AddressOption,
     cpus_per_worker: float = typer.Option(1.0, help="CPUs reserved per rollout actor."),
@@ -54,16 +63,24 @@ def rl_train_cmd(
     """Reflect-RL (an RLConfig YAML) with rollouts on Ray actors; --workers 0 plays them in this process."""
     from dataclasses import replace
 
+    from frugalft.distributed import ray_rollout
     from frugalft.reflect.train import RLConfig, train
 
     cfg = resolve_config(RLConfig, config, overrides)
     if workers < 0:
         fail("--workers must be 0 (in-process) or more")
+    require_env(cfg.env)
+    if workers:
+        require("ray", "ray", "--workers N (Ray rollout workers)")
     cfg = replace(cfg, workers=workers, ray_address=ray_address, cpus_per_worker=cpus_per_worker,
                   gpus_per_worker=gpus_per_worker)
     try:
-        out = train(cfg, run_dir, resume=True)
-    except (FileNotFoundError, ValueError, KeyError) as e:
+        backend = ray_rollout.make_backend(cfg)  # Ray actors, or this process for --workers 0
+        try:
+            out = train(cfg, run_dir, resume=True, backend=backend)
+        finally:
+            backend.close()
+    except (FileNotFoundError, ValueError, KeyError, ImportError) as e:
         fail(str(e))
     finally:
         if workers:
@@ -88,6 +105,7 @@ def score_cmd(
     prompt_field: str = typer.Option("prompt", "--prompt-field", help="Prompt text field."),
 ) -> None:
     """Compute a pool's features over Ray shards into the cache `frugalft select` reads."""
+    require("ray", "ray", "frugalft scale score")
     from frugalft.design import DesignError
     from frugalft.distributed.ray_scoring import distributed_embeddings, distributed_uncertainty
 
@@ -114,7 +132,7 @@ def score_cmd(
 def greedi_cmd(
     pool: Path = typer.Argument(..., help="Pool: .jsonl, .csv, .parquet, or a datasets directory."),
     budget: int = typer.Option(..., "--budget", "-b", help="How many prompts to choose."),
-    out: Path = typer.Option(..., "--out", "-o", help="Selection file to write (.jsonl, as `frugalft select`)."),
+    out: Path = out_option(..., "Selection file to write (.jsonl, as `frugalft select`)."),
     parts: int = typer.Option(4, help="Random parts the pool is cut into (GreeDi's m)."),
     features: str = typer.Option("sentence", help="sentence, lm, or a .npy file of embeddings."),
     model: str = typer.Option(None, "--model", "-m", help="Base model for features=lm."),
@@ -133,6 +151,8 @@ def greedi_cmd(
     from frugalft.design.features import embeddings
     from frugalft.distributed.greedi import compare_with_exact, greedi
 
+    if workers:
+        require("ray", "ray", "--workers N (Ray tasks)")
     p = _load_pool(pool, id_field, prompt_field)
     if not 0 < budget <= len(p):
         fail(f"--budget must be in 1..{len(p)} (the pool's size)")
@@ -160,6 +180,7 @@ def greedi_cmd(
 def sft_cmd(
     config: Path = ConfigOption,
     overrides: list[str] = SetOption,
+    run_dir: Path = run_dir_option(None, "Run directory (default: the config's out)."),
     no_dropout: bool = typer.Option(False, "--no-dropout", help="Dropout off: runs comparable across layouts."),
 ) -> None:
     """SFT on every process of `accelerate launch ... $(which frugalft) scale sft -c sft.yaml` (DDP)."""
@@ -169,6 +190,8 @@ def sft_cmd(
     from frugalft.sft.train import SFTConfig, SFTError
 
     cfg = resolve_config(SFTConfig, config, overrides)
+    if run_dir is not None:
+        cfg.out = str(run_dir)
     if not cfg.train:
         fail("the config needs train: a prompt/response file (--set train=pairs.jsonl)")
     try:

@@ -15,7 +15,10 @@ from frugalft.cli.options import (
     fail,
     report_to,
     resolve_config,
+    run_dir_option,
 )
+
+SFTRunDirOption = run_dir_option(None, "Run directory (default: the config's out).")
 
 
 def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
@@ -35,17 +38,19 @@ def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str,
     return list(zip(pool.prompts(), responses, strict=True))
 
 
-def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption,
-            restart: bool = RestartOption) -> None:
+def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = SFTRunDirOption,
+            report: str = ReportToOption, restart: bool = RestartOption) -> None:
     """Fine-tune a model (LoRA or full) on prompt/response pairs; loss on the response tokens only.
 
-    e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=data/pool/pool.jsonl
+    e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=runs/pool/pool.jsonl --run-dir runs/sft-tiny
     """
     from frugalft.checkpoint import CheckpointError
     from frugalft.runs import RunError, claim_run
     from frugalft.sft import SFTConfig, SFTError, train_sft
 
     cfg = resolve_config(SFTConfig, config, overrides)
+    if run_dir is not None:
+        cfg.out = str(run_dir)
     cfg.report_to = report_to(report, cfg.report_to)  # the run directory reports as its config says
     if not cfg.train:
         fail("no training data: --set train=FILE (JSONL, CSV, Parquet or a datasets directory)")
@@ -70,8 +75,8 @@ def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, repor
                f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
 
 
-def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, report: str = ReportToOption,
-              restart: bool = RestartOption) -> None:
+def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = SFTRunDirOption,
+              report: str = ReportToOption, restart: bool = RestartOption) -> None:
     """Strategies x budgets x seeds: select -> annotate (pool references) -> SFT -> evaluate; savings vs random.
 
     Resumable: finished cells are skipped. e.g. frugalft curve -c src/frugalft/configs/curve/cpu.yaml
@@ -83,6 +88,8 @@ def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, rep
     from frugalft.sft import SFTError
 
     cfg = resolve_config(CurveConfig, config, overrides)
+    if run_dir is not None:
+        cfg.out = str(run_dir)
     # One tracked run per cell (its SFT run directory), tagged with the cell's strategy, budget and seed.
     choice = report_to(report, cfg.report_to if cfg.report_to != "none" else cfg.sft.report_to)
     try:

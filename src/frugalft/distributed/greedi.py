@@ -102,7 +102,7 @@ def greedi(x: np.ndarray, k: int, parts: int = 4, sigma: float | str | None = "a
     if workers > 0:
         import ray
 
-        from frugalft.distributed.ray_rollout import ensure_ray
+        from frugalft.distributed import ensure_ray
 
         ensure_ray(address, num_cpus=None if address else max(2, workers))
         task = ray.remote(num_cpus=1, max_retries=2)(_part_greedy)

@@ -1,7 +1,7 @@
 """Reflect-RL rollout workers as Ray actors: the learner updates, the workers play (verl/OpenRLHF roles).
 
     learner (frugalft.reflect.train.train,    worker w (a Ray actor, N of them)
-             backend = RolloutPool(N))        ---------------------------------
+             backend = make_backend(config))  ---------------------------------
     -------                                   players <- build_players(config)   (policy, reference, reflector)
     players <- build_players(config)          backend <- InProcessBackend: its share of the environments
     for iteration:
@@ -24,9 +24,9 @@ re-run gives exactly the episodes the dead worker would have returned: none lost
 pool checks the gathered episode ids against the specs). Each restart is a note the learner writes to
 run.log as a warning, and the ``worker_restarts`` / ``rerun_episodes`` metrics of that iteration.
 
-Imports: this module imports ``frugalft.reflect`` only inside functions (the actors build players), and
-``reflect`` imports it only inside ``make_backend``: the scale-out layer and the algorithm form no import
-circle at module level.
+Imports point one way: this scale-out layer imports the algorithm (``frugalft.reflect``: its actors build
+players and play with the learner's rollout code); ``reflect`` never imports ``frugalft.distributed``, so the
+caller (the CLI) builds the pool with ``make_backend`` and hands it to ``train`` (``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations
@@ -37,26 +37,22 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from frugalft.distributed.data_parallel import share
+from frugalft.distributed import ensure_ray
+from frugalft.parallel import DataParallel, launched_processes, share
+from frugalft.reflect import backends
+from frugalft.reflect.backends import (
+    InProcessBackend,
+    Rollout,
+    RolloutBackend,
+    load_trainable_state,
+    trainable_state,
+)
+from frugalft.reflect.train import build_players
+from frugalft.seeding import seed_everything
 
 if TYPE_CHECKING:
-    from frugalft.reflect.backends import Rollout
     from frugalft.reflect.rollout import EpisodeSpec
     from frugalft.reflect.train import Players, RLConfig
-
-
-# ---- Ray set-up ----------------------------------------------------------------------------------------
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to ``address`` (a running cluster, e.g. ``auto`` or ``ray://head:10001``), or start a local
-    one with ``num_cpus`` CPUs, unless Ray is already initialised in this process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    if address:
-        ray.init(address=address, configure_logging=False)
-    else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, configure_logging=False, log_to_driver=False)
 
 
 def split_evenly(items: list, parts: int) -> list[list]:
@@ -68,18 +64,12 @@ class RolloutWorker:
     """One rollout actor: its environments, inference copies of the policy (+ reference) and the reflector."""
 
     def __init__(self, config: RLConfig, num_envs: int, threads: int = 1):
-        from frugalft.reflect.backends import InProcessBackend
-        from frugalft.reflect.train import build_players
-        from frugalft.seeding import seed_everything
-
         torch.set_num_threads(threads)
         seed_everything(config.seed)
         self.players = build_players(config)
         self.backend = InProcessBackend(config, num_envs=num_envs)
 
     def rollout(self, weights: dict[str, torch.Tensor], specs: list[EpisodeSpec]) -> Rollout:
-        from frugalft.reflect.backends import load_trainable_state
-
         load_trainable_state(self.players.policy, weights)
         return self.backend.play(self.players, specs)
 
@@ -122,8 +112,6 @@ class RolloutPool:
         import ray
         from ray.exceptions import RayActorError
 
-        from frugalft.reflect.backends import Rollout, trainable_state
-
         ref = ray.put(trainable_state(players.policy))
         shards = split_evenly(list(specs), self.workers)
         pending = {w: self.actors[w].rollout.remote(ref, shard) for w, shard in enumerate(shards) if shard}
@@ -161,3 +149,16 @@ class RolloutPool:
         for a in self.actors:
             ray.kill(a)
         self.actors = []
+
+
+# ---- choosing one ----------------------------------------------------------------------------------------
+def make_backend(config: RLConfig, dp: DataParallel | None = None) -> RolloutBackend:
+    """The backend ``config`` asks for: ``workers`` Ray actors (``ray_address``, ``cpus_per_worker``,
+    ``gpus_per_worker``), or ``frugalft.reflect.backends.make_backend``'s in-process one (``workers: 0``, with
+    the learner's data-parallel layout ``dp``). The caller hands it to ``train`` and closes it."""
+    if config.workers <= 0:
+        return backends.make_backend(config, dp)
+    if launched_processes() > 1:  # before any actor starts (train checks it too)
+        raise ValueError("Ray rollout workers and an accelerate launch of several learner processes do not mix: "
+                         "set workers: 0 under accelerate launch")
+    return RolloutPool(config, config.workers, config.ray_address, config.cpus_per_worker, config.gpus_per_worker)

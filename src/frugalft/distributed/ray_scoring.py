@@ -51,7 +51,7 @@ def _run_shards(fn, pool: Pool, workers: int, address: str | None, num_gpus: flo
     """``fn(shard_prompts, *args)`` on each shard as a Ray task; results in shard order."""
     import ray
 
-    from frugalft.distributed.ray_rollout import ensure_ray
+    from frugalft.distributed import ensure_ray
 
     ensure_ray(address, num_cpus=None if address else max(2, workers))
     task = ray.remote(num_cpus=1, num_gpus=num_gpus, max_retries=2)(fn)  # a lost node's shard is re-run

@@ -8,19 +8,20 @@ reference); ``specs`` are the batch's ``EpisodeSpec``s. Two backends implement i
 
 - ``InProcessBackend``: the environments live in this process and ``collect_episodes`` plays them with the
   learner's own players. Under ``accelerate launch`` each learner process plays its contiguous share of the
-  specs and the shares are all-gathered in rank order (``frugalft.distributed.data_parallel``).
+  specs and the shares are all-gathered in rank order (``frugalft.parallel``).
 - ``frugalft.distributed.ray_rollout.RolloutPool``: N Ray actors, each with its own players and environments;
   the learner's trainable weights are broadcast once per iteration and each actor plays its share with an
   ``InProcessBackend`` of its own.
 
-``train`` does not know which one it has: ``make_backend(config)`` picks from ``config.workers`` (the CLI's
-choice, or ``train``'s default when it is given none). Every episode draws from random streams keyed by
-(seed, episode id), so all backends return the same episodes for the same weights and specs.
+``train`` does not know which one it has: it is handed one, or makes the in-process one with
+``make_backend(config)``. The Ray pool belongs to the scale-out layer, which imports this package and not the
+other way round: whoever runs ``workers: N`` (the CLI) builds it with
+``frugalft.distributed.ray_rollout.make_backend(config)`` and hands it to ``train``. Every episode draws from
+random streams keyed by (seed, episode id), so all backends return the same episodes for the same weights
+and specs.
 
-Imports run one way at module level: ``reflect`` uses ``frugalft.distributed.data_parallel`` (a leaf: it
-imports nothing of frugalft), and imports the Ray pool only inside ``make_backend``; ``distributed.ray_rollout``
-imports ``reflect`` only inside its functions (its actors build players). No circle between the two packages
-(``tests/test_import_graph.py``).
+Imports point one way: ``reflect`` imports ``frugalft.envs``, ``frugalft.models`` and the leaf
+``frugalft.parallel``, never ``frugalft.distributed`` (``tests/test_import_graph.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
+from frugalft.parallel import SINGLE, DataParallel, setup
 from frugalft.reflect.rollout import Episode, EpisodeSpec, RolloutStats, collect_episodes
 
 if TYPE_CHECKING:
@@ -96,9 +98,7 @@ class InProcessBackend:
 
     workers = 0
 
-    def __init__(self, config: RLConfig, dp: Any = None, num_envs: int | None = None):
-        from frugalft.distributed.data_parallel import SINGLE  # a leaf module: no circle (see the docstring)
-
+    def __init__(self, config: RLConfig, dp: DataParallel | None = None, num_envs: int | None = None):
         self.config = config
         self.dp = dp if dp is not None else SINGLE
         self.num_envs = num_envs or math.ceil(config.num_envs / self.dp.world)
@@ -137,21 +137,14 @@ def load_trainable_state(policy: torch.nn.Module, state: Mapping[str, torch.Tens
 
 
 # ---- choosing one ----------------------------------------------------------------------------------------
-def make_backend(config: RLConfig, dp: Any = None) -> RolloutBackend:
-    """The backend ``config`` asks for: ``workers`` Ray actors (``ray_address``, ``cpus_per_worker``,
-    ``gpus_per_worker``), or in this process (``workers: 0``) with the learner's data-parallel layout ``dp``
-    (default: this launch's, ``frugalft.distributed.data_parallel.setup``). The caller closes it."""
+def make_backend(config: RLConfig, dp: DataParallel | None = None) -> RolloutBackend:
+    """The in-process backend (``workers: 0``) with the learner's data-parallel layout ``dp`` (default: this
+    launch's, ``frugalft.parallel.setup``). The caller closes it.
+
+    ``workers: N`` needs Ray actors, which the scale-out layer builds (this package does not import it):
+    ``frugalft.distributed.ray_rollout.make_backend(config)``, handed to ``train(..., backend=...)``."""
     if config.workers > 0:
-        from frugalft.distributed.data_parallel import launched_processes
-        from frugalft.distributed.ray_rollout import RolloutPool
-
-        if launched_processes() > 1:  # before any actor starts (train checks it too)
-            raise ValueError("Ray rollout workers and an accelerate launch of several learner processes do not "
-                             "mix: set workers: 0 under accelerate launch")
-        return RolloutPool(config, config.workers, config.ray_address, config.cpus_per_worker,
-                           config.gpus_per_worker)
-    if dp is None:
-        from frugalft.distributed.data_parallel import setup
-
-        dp = setup(config.device)
-    return InProcessBackend(config, dp)
+        raise ValueError(f"workers: {config.workers} plays the rollouts on Ray actors, which the caller builds: "
+                         "pass backend=frugalft.distributed.ray_rollout.make_backend(config) to train (the CLI "
+                         "does), or set workers: 0")
+    return InProcessBackend(config, dp if dp is not None else setup(config.device))

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from frugalft.eval.intervals import wilson_interval
+from frugalft.reflect.backends import make_vec
 from frugalft.reflect.prompts import LabelAlphabet
 from frugalft.reflect.rollout import (
     Baseline,
@@ -170,8 +171,6 @@ def evaluate(
     ``"oracle"``. ``config`` is the RLConfig (env name and kwargs); ``tasks`` names the tasks explicitly
     (they may come from any split: the environment is built for ``split`` but plays any task id). Sampling uses a private seeded RNG, so an
     evaluation never changes the training run's random stream."""
-    from frugalft.reflect.train import make_vec  # train imports this module lazily; no cycle at import time
-
     if isinstance(agent, str):
         baselines = {"random": RandomPolicy, "oracle": OraclePolicy}
         if agent not in baselines:

@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from frugalft.distributed.data_parallel import SINGLE, DataParallel
+from frugalft.parallel import SINGLE, DataParallel
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.reinforce import policy_gradient_step, returns_to_go
 from frugalft.reflect.rollout import Episode, Step

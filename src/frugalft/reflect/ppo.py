@@ -7,7 +7,7 @@ pi_ref(a))``, with the reference's log-probs recorded at rollout time. Episodes 
 or truncated at the horizon (the task is then failed), so GAE bootstraps with 0 after an episode's last step.
 The authors' PPO option used clip 0.1 and 3 epochs (SPEC A.3); those are the defaults here. Under
 ``accelerate launch`` each process scores its share of every minibatch and gradients are summed over processes
-(``frugalft.distributed.data_parallel``), so each optimizer step is the single-process one.
+(``frugalft.parallel``), so each optimizer step is the single-process one.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import torch
 
-from frugalft.distributed.data_parallel import SINGLE, DataParallel
+from frugalft.parallel import SINGLE, DataParallel
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.rollout import Episode
 

@@ -10,7 +10,7 @@ Per iteration:
 
 The loss functions are pure (tensors in, tensor out) so tests can check them against a hand computation; the
 update functions add the minibatching, gradient clipping and the optimizer step. Under ``accelerate launch``
-(``dp``: ``frugalft.distributed.data_parallel``) each process scores its share of the steps and the gradients
+(``dp``: ``frugalft.parallel``) each process scores its share of the steps and the gradients
 are summed over processes before clipping: the same step as one process, up to float summation order.
 """
 
@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from frugalft.distributed.data_parallel import SINGLE, DataParallel, share
+from frugalft.parallel import SINGLE, DataParallel, share
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.ppo import exact_kl, pad_rows
 from frugalft.reflect.rollout import Episode, Step

@@ -43,15 +43,18 @@ import copy
 import csv
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from frugalft.atomic import atomic_path, write_json, write_text
+from frugalft.reflect.backends import RolloutBackend
 from frugalft.reflect.train import RLConfig, groups_per_batch
 from frugalft.reflect.warmup import WarmupConfig
 from frugalft.reflect.warmup_data import DataConfig
 
+BackendFactory = Callable[[RLConfig], RolloutBackend]  # an RL config -> the backend its rollouts play on
 METHODS = ("random", "oracle", "sft", "sft_noreflect", "rl", "sft_rl_noreflect", "reflect_rl_noneg", "reflect_rl")
 EXTRA_METHODS = ("reflect_rl_grpo", "sft_noreflect_rinit", "sft_rl_noreflect_rinit")  # selectable, never default
 ALL_METHODS = METHODS + EXTRA_METHODS
@@ -242,9 +245,12 @@ def _reuse(out: Path, fp: str) -> dict | None:
 
 
 def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method: str, log=print,
-               split: str | None = None) -> dict:
+               split: str | None = None, make_backend: BackendFactory | None = None) -> dict:
     """Warm-up (if needed), RL (if the method has it) and evaluation of one cell on ``split`` (default
-    ``eval.split``) and on each of ``eval.extra``'s task sets; returns the main evaluation's result row."""
+    ``eval.split``) and on each of ``eval.extra``'s task sets; returns the main evaluation's result row.
+
+    ``make_backend(rl_config)`` makes RL's rollout backend (closed here after RL); ``rl.workers: N`` needs
+    one, ``frugalft.distributed.ray_rollout.make_backend`` (the CLI passes it). Default: in this process."""
     from frugalft.reflect.train import build_players, train
 
     split = split or config.eval.split
@@ -266,7 +272,12 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
         if does_rl:
             rl_dir = seed_dir(run_dir, seed) / "rl" / method
             log(f"[seed {seed}] {method}: RL for {rl.iterations} iterations in {rl_dir}")
-            train(rl, rl_dir, resume=True, players=agent)  # a finished run just reloads its last checkpoint
+            backend = make_backend(rl) if make_backend is not None else None
+            try:
+                train(rl, rl_dir, resume=True, players=agent, backend=backend)  # a finished run reloads
+            finally:
+                if backend is not None:
+                    backend.close()
     row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, fp, t0, None, log)
     for name, path in extras.items():
         if _reuse(path, fp) is None:
@@ -387,9 +398,9 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
 
 # ---- the table -------------------------------------------------------------------------------------------
 def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started: float | None = None,
-              ) -> dict[str, Path]:
+              make_backend: BackendFactory | None = None) -> dict[str, Path]:
     """Every (method, seed) cell, then results.csv, table.md and curves.png in ``run_dir``; the wall time
-    reported is from ``started`` (default: now)."""
+    reported is from ``started`` (default: now); ``make_backend`` as in ``run_method``."""
     run_dir = Path(run_dir)
     t0 = started if started is not None else time.time()
     rows = []
@@ -397,7 +408,7 @@ def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started:
     for seed in config.all_seeds():
         methods = config.methods_of(seed)
         for method in methods:
-            rows.append(run_method(config, run_dir, seed, method, log))
+            rows.append(run_method(config, run_dir, seed, method, log, make_backend=make_backend))
             for name in config.eval.extra:
                 rows.append(json.loads(eval_path(run_dir, seed, method, config.eval.split, name)
                                        .read_text(encoding="utf-8")))

@@ -10,8 +10,9 @@
         log metrics; every checkpoint_interval: checkpoint with counters
 
 Scale-out (docs/scaling.md) changes who computes, not what: the loop is handed a rollout backend
-(``frugalft.reflect.backends``: in this process, or ``workers: N`` Ray actors) and ``accelerate launch
---num_processes W`` splits rollout and update over W learner processes (``frugalft.distributed.data_parallel``).
+(``frugalft.reflect.backends``: in this process, or ``workers: N`` Ray actors that the caller builds with
+``frugalft.distributed.ray_rollout.make_backend``) and ``accelerate launch --num_processes W`` splits rollout
+and update over W learner processes (``frugalft.parallel``).
 Every episode draws from its own seeded random streams (``rollout.collect_episodes``), so a seeded run gives
 the same episodes and, up to float summation order, the same weights in all three layouts.
 
@@ -46,10 +47,11 @@ from typing import Any, Literal
 import torch
 
 from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint, save_checkpoint
-from frugalft.distributed.data_parallel import setup as data_parallel
 from frugalft.models import LoraSettings, add_lora, load_model
+from frugalft.parallel import setup as data_parallel
 from frugalft.reflect.backends import RolloutBackend, make_backend, make_vec
 from frugalft.reflect.backends import play as play  # the training rollout, re-exported (Ray workers, tests)
+from frugalft.reflect.evaluate import evaluate
 from frugalft.reflect.grpo import grpo_update
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.ppo import ppo_update
@@ -336,8 +338,8 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     ``players`` reuses loaded models (else ``build_players(config)``); ``stop_after`` ends this call after that
     many iterations as if the process were killed there (tests, time-boxed jobs); a later call resumes.
     ``backend`` plays the episodes (``frugalft.reflect.backends``; the caller made it for this config and
-    closes it); without one, ``make_backend(config)`` makes one here (in this process, or ``config.workers``
-    Ray actors) and closes it at the end. ``on_episodes(iteration, episodes)`` sees every gathered batch
+    closes it: ``workers: N`` needs one, ``frugalft.distributed.ray_rollout.make_backend(config)``); without
+    one, ``make_backend(config)`` plays in this process, and is closed at the end. ``on_episodes(iteration, episodes)`` sees every gathered batch
     (tests, tracing). Returns the last iteration's metrics (plus ``checkpoint``: the newest checkpoint's path).
     """
     n_groups = groups_per_batch(config) if config.algorithm == "grpo" else 0
@@ -441,8 +443,6 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
             }
             if dp.is_main and config.eval_interval and ((it + 1) % config.eval_interval == 0
                                                         or it + 1 == config.iterations):
-                from frugalft.reflect.evaluate import evaluate
-
                 res = evaluate(players, config, split=config.eval_split, max_tasks=config.eval_max_tasks,
                                greedy=config.eval_greedy, diagnostic=False,
                                levels=[level] if level is not None else None)

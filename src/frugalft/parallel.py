@@ -12,6 +12,9 @@ gathered batch, so metrics, the success-replay buffer and PPO's advantage normal
 single-process ones. The process group is accelerate's (``PartialState``: gloo on CPU, NCCL on GPU).
 
 ``SINGLE`` (one process) makes every collective a no-op, so the learner has one code path.
+
+A leaf module (it imports nothing of frugalft), so that every layer may use it: the algorithms (``reflect``),
+the scale-out layer (``distributed``) and the CLI.
 """
 
 from __future__ import annotations
