@@ -37,7 +37,7 @@ from frugalft.parallel import SINGLE, DataParallel, setup
 from frugalft.reflect.rollout import Episode, EpisodeSpec, RolloutStats, collect_episodes
 
 if TYPE_CHECKING:
-    from frugalft.reflect.train import Players, RLConfig
+    from frugalft.reflect.players import Players, RLConfig
 
 
 @dataclass

@@ -50,7 +50,7 @@ from typing import Any
 
 from frugalft.atomic import atomic_path, write_json, write_text
 from frugalft.reflect.backends import RolloutBackend
-from frugalft.reflect.train import RLConfig, groups_per_batch
+from frugalft.reflect.players import RLConfig, groups_per_batch
 from frugalft.reflect.warmup import WarmupConfig
 from frugalft.reflect.warmup_data import DataConfig
 
@@ -349,9 +349,9 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
     rate, mean word F1, and F1 of the teacher's reflection of a *different* state (a floor: how much two
     reflections share just by their template).
     """
+    from frugalft.reflect.players import load_lm
     from frugalft.reflect.reflection import Reflector
     from frugalft.reflect.teachers import make_teacher
-    from frugalft.reflect.train import load_lm
     from frugalft.reflect.warmup_data import env_family, make_env, situation_of
     from frugalft.seeding import seed_everything
 
