@@ -16,9 +16,11 @@ how well row i is covered so far. Three ways to get it:
   and cluster-local exact beyond: k-means lists, then one BLAS matmul per list against the members of the
   lists nearest to it (``_cluster_knn``).
 
-Kernels compute rows on the fly in float32: RBF s = exp(-|x_i - x_j|^2 / sigma^2), or cosine clipped at 0 (a
-facility-location similarity must be non-negative). Blocks are built with torch (multithreaded element-wise
-ops; NumPy's exp runs on one core); the per-element loops (gains, covers, transposes) are serial numba kernels.
+Kernels compute rows on the fly in float32: RBF s = exp(-|x_i - x_j|^2 / sigma^2), cosine clipped at 0 (a
+facility-location similarity must be non-negative), or adaptive s = exp(-|x_i - x_j|^2 / (sigma_i sigma_j))
+with sigma_i the distance to i's k-th nearest neighbour (``AdaptiveKernel``, ``adaptive_widths``). Blocks are
+built with torch (multithreaded element-wise ops; NumPy's exp runs on one core); the per-element loops (gains,
+covers, transposes) are serial numba kernels.
 ``DenseKernel`` wraps a given matrix (tests, small pools).
 """
 
@@ -268,6 +270,56 @@ class CosineKernel(_BlockKernel):
         g.clamp_(min=0)
 
 
+def _width_floor(widths: np.ndarray) -> np.ndarray:
+    """Widths floored at 1e-3 x their positive median: a point with k exact duplicates has a k-th neighbour at
+    distance 0, and a zero width would make 0 / 0 of its similarity to those duplicates."""
+    pos = widths[widths > 0]
+    return np.maximum(widths, 1e-3 * float(np.median(pos)) if pos.size else 1.0)
+
+
+def adaptive_widths(x: np.ndarray, k: int = 7, block_elems: int = 1 << 24) -> np.ndarray:
+    """sigma_i = the distance from row i to its k-th nearest other row (exact, float32), in row blocks of at
+    most ``block_elems`` distances (64 MB): nothing n x n is held. ``k`` is capped at n - 1; a single row gets
+    width 1."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    n = len(x)
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    k = min(k, n - 1)
+    if k == 0:
+        return np.ones(n, dtype=np.float32)
+    xt = torch.from_numpy(x)
+    sq = torch.from_numpy(np.einsum("ij,ij->i", x, x))
+    out = np.empty(n, dtype=np.float32)
+    step = max(1, block_elems // n)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        d2 = torch.addmm(sq[None, :], xt[a:b], xt.T, alpha=-2).add_(sq[a:b, None]).clamp_(min=0)
+        d2[torch.arange(b - a), torch.arange(a, b)] = -1.0  # itself: always the smallest, so k + 1 skips it
+        out[a:b] = torch.kthvalue(d2, k + 1, dim=1).values.sqrt_().numpy()
+    return _width_floor(out)
+
+
+class AdaptiveKernel(_BlockKernel):
+    """s(i, j) = exp(-|x_i - x_j|^2 / (sigma_i sigma_j)) with a width per point (self-tuning, Zelnik-Manor &
+    Perona 2004): sigma_i = the distance to i's k-th nearest neighbour (``adaptive_widths``). A dense region
+    gets narrow widths and a sparse one wide widths, so every point covers about its k nearest neighbours
+    wherever it lies, and no single width decides which regions a pick can cover. Symmetric, in (0, 1]."""
+
+    def __init__(self, x: np.ndarray, widths: np.ndarray):
+        super().__init__(x)
+        self.widths = np.asarray(widths, dtype=np.float32)
+        if self.widths.shape != (self.n,) or not np.all(self.widths > 0):
+            raise ValueError("widths must be one positive number per row")
+        self._inv = torch.from_numpy(1.0 / self.widths)
+
+    def _transform_(self, g: torch.Tensor, i, j) -> None:
+        # -(|a|^2 + |b|^2 - 2ab), clipped at 0 (rounding), scaled by 1 / (sigma_i sigma_j), then exp.
+        ii = i if isinstance(i, slice) else torch.from_numpy(np.asarray(i, dtype=np.int64))
+        g.mul_(2).sub_(self._sqt[ii][:, None]).sub_(self._sqt[j][None, :]).clamp_(max=0)
+        g.mul_(self._inv[ii][:, None]).mul_(self._inv[j][None, :]).exp_()
+
+
 def _split_large_lists(x: np.ndarray, assign: np.ndarray, centroids: np.ndarray, max_size: int,
                        seed: int) -> np.ndarray:
     """Split every k-means list of more than ``max_size`` rows by a k-means of its own, in place on ``assign``;
@@ -359,15 +411,20 @@ class KnnKernel:
     neighbours (faiss flat index, n x n distances); ``"cluster"``, cluster-local exact neighbours
     (``_cluster_knn``: ``clusters`` k-means lists, default sqrt(n); ``nprobe`` lists searched per list);
     ``"auto"``, flat up to ``exact_up_to`` rows, cluster beyond. ``timings`` holds the seconds of each stage,
-    ``pairs`` the number of distances computed.
+    ``pairs`` the number of distances computed. Similarities: RBF with ``sigma``; with ``adaptive`` = a, the
+    adaptive kernel of ``AdaptiveKernel`` with sigma_i the distance to i's a-th neighbour in its own list (a < k;
+    ``widths`` keeps them); cosine when neither is given.
     """
 
     def __init__(self, x: np.ndarray, k: int = 32, sigma: float | None = None, exact_up_to: int = 100_000,
-                 nprobe: int = 12, seed: int = 0, method: str = "auto", clusters: int | None = None):
+                 nprobe: int = 12, seed: int = 0, method: str = "auto", clusters: int | None = None,
+                 adaptive: int | None = None):
         if method not in ("auto", "flat", "cluster"):
             raise ValueError(f"method must be auto, flat or cluster, got {method!r}")
+        if adaptive is not None and not 0 < adaptive < k:
+            raise ValueError(f"adaptive must be in 1..{k - 1} (below the {k} neighbours kept), got {adaptive}")
         x = np.ascontiguousarray(x, dtype=np.float32)
-        if sigma is None:  # cosine: neighbours by angle, the kernel's own order
+        if sigma is None and adaptive is None:  # cosine: neighbours by angle, the kernel's own order
             x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
         n, d = x.shape
         self.n = n
@@ -388,7 +445,16 @@ class KnnKernel:
             clusters = clusters or max(1, round(math.sqrt(n)))
             dist, nbr, self.pairs = _cluster_knn(x, k, min(clusters, n), nprobe, seed, self.timings)
         t = time.perf_counter()
-        if sigma is None:  # unit rows: cos = 1 - |a - b|^2 / 2
+        if adaptive is not None:
+            # Position 0 is the row itself (distance 0), so position a is its a-th other neighbour.
+            w2 = dist[:, min(adaptive, dist.shape[1] - 1)].astype(np.float64)
+            ok = np.isfinite(w2)
+            w2[~ok] = np.median(w2[ok]) if ok.any() else 1.0  # a row whose list came up short
+            self.widths = _width_floor(np.sqrt(np.maximum(w2, 0)))
+            with np.errstate(over="ignore", invalid="ignore"):  # missing neighbours (-1): infinite distance
+                sim = np.exp(-np.maximum(dist, 0) / (self.widths[:, None] * self.widths[nbr]))
+            sim[nbr < 0] = 0.0
+        elif sigma is None:  # unit rows: cos = 1 - |a - b|^2 / 2
             sim = np.maximum(1 - dist / 2, 0)
         else:
             with np.errstate(over="ignore"):  # missing neighbours carry an infinite distance: similarity 0

@@ -25,6 +25,9 @@ If S already reaches the target at b_1, b_S = b_1 and the savings are a lower bo
 if S never reaches it within b_k, the savings are undefined (reported as "not reached", < 1 - b_k / B_ref).
 If random itself does not improve from b_1 to B_ref, nothing can be measured (status "baseline_flat").
 Random's own row is the noise floor: with a non-monotone mean curve it can show non-zero savings against itself.
+Each savings figure comes with a 95% interval from a bootstrap over seeds, **paired by seed** (a cell seed fixes
+the SFT randomness, so strategy and random share it): draw the seeds with replacement, average both curves over
+the drawn seeds, recompute the savings, and take the 2.5% and 97.5% quantiles (``paired_savings_interval``).
 The zero-shot row takes no part in the savings (they are over budgets >= the smallest budget run).
 """
 
@@ -139,6 +142,66 @@ def annotation_savings(curves: dict[str, dict[int, float]], reference_budget: in
         needed, status = budget_to_reach(budgets, [sign * curve[b] for b in budgets], sign * target)
         out[s] = {"target": target, "reference_budget": reference_budget, "budget_needed": needed,
                   "status": status, "savings": None if needed is None else 1 - needed / reference_budget}
+    return out
+
+
+def _quantile_or_none(v: np.ndarray, q: float) -> float | None:
+    """The linearly interpolated q-quantile of sorted ``v`` (NumPy's default rule); None where it touches a
+    -inf (a resample whose strategy never reached the target: below any savings that can be measured)."""
+    pos = q * (len(v) - 1)
+    i, j = math.floor(pos), math.ceil(pos)
+    if not (np.isfinite(v[i]) and np.isfinite(v[j])):
+        return None
+    return float(v[i] + (v[j] - v[i]) * (pos - i))
+
+
+def paired_savings_interval(per_seed: dict[str, dict[int, dict[int, float]]], reference_budget: int,
+                            baseline: str = "random", higher_is_better: bool = True, level: float = 0.95,
+                            resamples: int = 2000, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """Bootstrap interval of each strategy's savings against ``baseline``, paired by seed.
+
+    ``per_seed[strategy][budget][seed]`` is one cell's metric. The seeds that the strategy and the baseline both
+    ran at every budget are drawn with replacement, the same draw for both (the seed's SFT randomness, the
+    good or bad luck of that run, is common to the two and cancels); both curves are averaged over the drawn
+    seeds and ``annotation_savings`` recomputed on those means. Per strategy: ``savings_lo`` and ``savings_hi``,
+    the (1 - level) / 2 and (1 + level) / 2 quantiles of the resampled savings; ``savings_p_gt0``, the share of
+    resamples with savings above 0; ``savings_seeds``, the paired seeds. In the quantiles a resample where the
+    strategy never reaches the target ranks below every reached one (a bound on it is then None), a resample
+    reached at the smallest budget counts as its lower bound, and one where the baseline is flat has no savings
+    and is left out. Fewer than 2 paired seeds, or no resample with savings: every figure None.
+    """
+    if baseline not in per_seed:
+        raise CurveError(f"savings need the {baseline!r} strategy in the curve")
+    base = per_seed[baseline]
+    if reference_budget not in base:
+        raise CurveError(f"reference budget {reference_budget} was not run for {baseline}")
+    base_budgets = sorted(base)
+    out: dict[str, dict[str, Any]] = {}
+    for s, cur in per_seed.items():
+        budgets = sorted(cur)
+        common = set.intersection(*(set(base[b]) for b in base_budgets), *(set(cur[b]) for b in budgets))
+        seeds = sorted(common)
+        res: dict[str, Any] = {"savings_lo": None, "savings_hi": None, "savings_p_gt0": None,
+                               "savings_seeds": len(seeds)}
+        out[s] = res
+        if len(seeds) < 2:
+            continue
+        a = np.array([[base[b][k] for k in seeds] for b in base_budgets], dtype=np.float64)
+        c = np.array([[cur[b][k] for k in seeds] for b in budgets], dtype=np.float64)
+        draws = np.random.default_rng(seed).integers(0, len(seeds), size=(resamples, len(seeds)))
+        mean_a, mean_c = a[:, draws].mean(axis=2), c[:, draws].mean(axis=2)  # (budgets, resamples)
+        vals = np.empty(resamples)
+        for r in range(resamples):
+            curves = {baseline: dict(zip(base_budgets, mean_a[:, r].tolist(), strict=True)),
+                      s: dict(zip(budgets, mean_c[:, r].tolist(), strict=True))}
+            v = annotation_savings(curves, reference_budget, baseline, higher_is_better)[s]
+            vals[r] = np.nan if v["status"] == "baseline_flat" else -np.inf if v["savings"] is None else v["savings"]
+        vals = np.sort(vals[~np.isnan(vals)])
+        if not len(vals):
+            continue
+        res["savings_lo"] = _quantile_or_none(vals, (1 - level) / 2)
+        res["savings_hi"] = _quantile_or_none(vals, (1 + level) / 2)
+        res["savings_p_gt0"] = float(np.mean(vals > 0))
     return out
 
 
@@ -432,10 +495,16 @@ def summarize(cfg: CurveConfig, out: Path) -> dict:
             ref = cfg.reference_budget or max(cfg.budgets)
             sav = annotation_savings({s: {b: v["mean"] for b, v in d.items()} for s, d in summary.items()}, ref,
                                      higher_is_better=higher)
+            per_seed: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+            for r in rows:
+                per_seed[r["strategy"]][r["budget"]][r["seed"]] = r[metric]
+            for s, v in paired_savings_interval(per_seed, ref, higher_is_better=higher).items():
+                sav[s].update(v)
+            paired = ["savings_lo", "savings_hi", "savings_p_gt0", "savings_seeds"]
             _write_csv(out / f"savings{suffix}.csv",
-                       ["strategy", "reference_budget", "target", "budget_needed", "status", "savings"],
-                       [[s, v["reference_budget"], v["target"], v["budget_needed"], v["status"], v["savings"]]
-                        for s, v in sav.items()])
+                       ["strategy", "reference_budget", "target", "budget_needed", "status", "savings", *paired],
+                       [[s, v["reference_budget"], v["target"], v["budget_needed"], v["status"], v["savings"],
+                         *(v[k] for k in paired)] for s, v in sav.items()])
             entry["savings"] = sav
         plot_curve(summary, metric, out / f"curve{suffix}.png", zero_shot=None if zs is None else zs["mean"])
         result[metric] = entry
@@ -449,10 +518,18 @@ def _savings_text(v: dict[str, Any], smallest: int) -> str:
     if v["status"] == "baseline_flat":
         return "baseline flat"
     if v["status"] == "not_reached":
-        return "not reached"
-    if v["status"] == "at_smallest":
-        return f">= {v['savings']:+.0%} (reached at b={smallest})"
-    return f"{v['savings']:+.0%} (b_S = {v['budget_needed']:.0f}, interpolated)"
+        text = "not reached"
+    elif v["status"] == "at_smallest":
+        text = f">= {v['savings']:+.0%} (reached at b={smallest})"
+    else:
+        text = f"{v['savings']:+.0%} (b_S = {v['budget_needed']:.0f}, interpolated)"
+    if v.get("savings_p_gt0") is None:  # older summaries, one seed, or no resample with savings
+        return text
+
+    def bound(x: float | None) -> str:
+        return "not reached" if x is None else f"{x:+.0%}"
+
+    return f"{text} [paired 95%: {bound(v['savings_lo'])}, {bound(v['savings_hi'])}]"
 
 
 def summary_markdown(result: dict[str, Any], cfg: CurveConfig, zero: dict | None = None) -> str:
