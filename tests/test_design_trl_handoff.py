@@ -111,5 +111,12 @@ def test_trl_sft_trainer_trains_on_the_merged_file(tmp_path, merged):
                              report_to="none", save_strategy="no", logging_steps=1, use_cpu=True,
                              dataloader_num_workers=0, disable_tqdm=True)
         trainer = trl.SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok)
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        finally:
+            # The Trainer leaves accelerate's process-wide state (its mixed-precision and device settings)
+            # behind: reset it, or frugalft's accelerate path run later in the same process inherits it.
+            from accelerate.state import AcceleratorState
+
+            AcceleratorState._reset_state(True)
         assert result.global_step == 2 and result.training_loss > 0

@@ -238,7 +238,10 @@ def generate_game(challenge: str, level: int, seed: int, test: bool = False, spl
     from textworld.generator.chaining import QuestGenerationError
     from textworld.generator.game import GameOptions
 
-    with atomic_path(folder) as tmp:
+    # TextWorld checks a new game's walkthrough by running a temporary story file, which jericho flags as "not
+    # fully supported" (it disables score detection for that check only): noise about TextWorld's internals.
+    with atomic_path(folder) as tmp, warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is not fully supported.*")
         tmp.mkdir()
         # Some seeds admit no quest of the asked length: retry with seed + k * RETRY_SEED_STEP (still disjoint
         # between splits, as long as there are fewer than TEST_SEED_OFFSET games per split).
