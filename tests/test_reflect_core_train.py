@@ -80,6 +80,9 @@ def test_killed_run_resumes_without_repeating_or_losing_episodes(tmp_path, algor
     assert all(torch.allclose(sa[k], sb[k], atol=1e-5) for k in sa)
     meta = json.loads((tmp_path / "killed" / "checkpoints" / "step-00000004" / "meta.json").read_text())
     assert meta["counters"]["episodes"] == 8
+    # a finished run keeps only its last checkpoint (what a rerun reloads); the killed run kept step 2 too
+    for run in ("straight", "killed"):
+        assert [p.name for p in (tmp_path / run / "checkpoints").glob("step-*")] == ["step-00000004"]
 
 
 def test_bad_labels_and_mismatched_reflection_checkpoint_are_clear_errors(tmp_path):

@@ -53,7 +53,7 @@ def summary(cfg, run_dir: Path) -> str:
         n = next(iter(rows.values()))["episodes"]
         parts = [f"{TITLES[m]} {100 * r['success']:.0f}% [{100 * r['success_ci_lo']:.0f}, {100 * r['success_ci_hi']:.0f}]"
                  for m, r in rows.items()]
-        lines.append(f"What this means: on {n} held-out maps the taxi must reach the passenger without a single "
+        lines.append(f"What this means: from {n} held-out start states the taxi must reach the passenger without a single "
                      f"wasted move; {'; '.join(parts)} (success, 95% interval). The warm-up taught both players "
                      "from the oracle's games; RL then trained the policy on its own episodes.")
     return "\n".join(lines) + "\n"

@@ -265,7 +265,7 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
                         "level": level,
                         "group": group,
                         "replay": replay.state() if replay is not None else [],
-                    })
+                    }, keep=1 if it + 1 == config.iterations else 3)  # a finished run needs only its last
                 dp.barrier()  # no process reads LATEST before it is written
     finally:
         if own_backend:
