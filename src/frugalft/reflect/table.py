@@ -49,6 +49,12 @@ from pathlib import Path
 from typing import Any
 
 from frugalft.atomic import atomic_path, write_json, write_text
+from frugalft.eval.intervals import (
+    hierarchical_bootstrap,
+    mean_t_interval,
+    paired_differences,
+    wilson_interval,
+)
 from frugalft.reflect.backends import RolloutBackend
 from frugalft.reflect.players import RLConfig, groups_per_batch
 from frugalft.reflect.warmup import WarmupConfig
@@ -434,13 +440,6 @@ def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], sec
     return paths
 
 
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and half-width of the 95% Student-t interval across seeds (0 with one seed)."""
-    from frugalft.eval.intervals import mean_t_interval
-
-    return mean_t_interval(values)
-
-
 def _per_seed(rows: list[dict], key: str) -> tuple[dict[int, list[float]], dict[int, list[str]]]:
     """``({seed: per-episode values}, {seed: task ids})`` of one method's rows (those that kept outcomes)."""
     vals = {r["seed"]: [float(v) for v in r["outcomes"][key]] for r in rows if r.get("outcomes")}
@@ -453,8 +452,6 @@ def _pct(m: float, lo: float, hi: float) -> str:
 
 
 def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | None = None) -> str:
-    from frugalft.eval.intervals import hierarchical_bootstrap, paired_differences, wilson_interval
-
     main = [r for r in rows if not r.get("task_set")]
     extra_names = list(config.eval.extra)
     levels = sorted({int(k[5:-8]) for r in main for k in r if k.startswith("level") and k.endswith("_success")})
@@ -494,7 +491,7 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
             xs = [r for r in rows if r["method"] == method and r.get("task_set") == name]
             xv, _ = _per_seed(xs, "success")
             extra_txt += f" {_pct(*hierarchical_bootstrap(list(xv.values())))} |" if xv else " – |"
-        ret, ret_ci = mean_ci([r["return"] for r in cell])
+        ret, ret_ci = mean_t_interval([r["return"] for r in cell])
         agree = [r["diag_oracle_agreement"] for r in cell if "diag_oracle_agreement" in r]
         agree_txt = f"{100 * sum(agree) / len(agree):.0f}" if agree else "–"
         with_r = [r["diag_oracle_prob"] for r in cell if "diag_oracle_prob" in r]
@@ -508,7 +505,7 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
         ret_txt = f"{ret:.2f} ± {ret_ci:.2f}" if len(cell) > 1 else f"{ret:.2f}"
         lines.append(f"| {TITLES[method]} | {len(cell)} | {s_txt} | {by_seed} | {100 * wins / n:.1f} "
                      f"[{100 * wlo:.1f}, {100 * whi:.1f}] |{extra_txt} {ret_txt} | {agree_txt} | {probs} |{by_level}")
-    comparisons = comparison_lines(config, main, hierarchical_bootstrap, paired_differences)
+    comparisons = comparison_lines(config, main)
     if comparisons:
         lines += ["", "Paired comparisons (success, percentage points): Reflect-RL minus each row, episode by episode "
                   "on the same tasks, over the seeds both ran; 95% hierarchical bootstrap interval. An interval that "
@@ -520,7 +517,7 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
     return "\n".join(lines) + "\n"
 
 
-def comparison_lines(config: ExperimentConfig, main: list[dict], bootstrap, paired) -> list[str]:
+def comparison_lines(config: ExperimentConfig, main: list[dict]) -> list[str]:
     if "reflect_rl" not in config.methods:
         return []
     ref_vals, ref_tasks = _per_seed([r for r in main if r["method"] == "reflect_rl"], "success")
@@ -529,10 +526,10 @@ def comparison_lines(config: ExperimentConfig, main: list[dict], bootstrap, pair
         if other not in config.methods:
             continue
         vals, tasks = _per_seed([r for r in main if r["method"] == other], "success")
-        diffs = paired(ref_vals, vals, ref_tasks, tasks)
+        diffs = paired_differences(ref_vals, vals, ref_tasks, tasks)
         if not diffs:
             continue
-        m, lo, hi = bootstrap(list(diffs.values()))
+        m, lo, hi = hierarchical_bootstrap(list(diffs.values()))
         by_seed = " / ".join(f"{100 * d.mean():+.0f}" for d in diffs.values())
         out.append(f"| {TITLES[other]} | {len(diffs)} | {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                    f"| {by_seed} |")
@@ -551,9 +548,9 @@ def quality_table(quality: list[dict]) -> str:
         cell = [q for q in quality if q["variant"] == variant]
         if not cell:
             continue
-        ex, ex_ci = mean_ci([100 * q["exact"] for q in cell])
-        f1, f1_ci = mean_ci([q["word_f1"] for q in cell])
-        fl, _ = mean_ci([q["template_f1_floor"] for q in cell])
+        ex, ex_ci = mean_t_interval([100 * q["exact"] for q in cell])
+        f1, f1_ci = mean_t_interval([q["word_f1"] for q in cell])
+        fl, _ = mean_t_interval([q["template_f1_floor"] for q in cell])
         lines.append(f"| {names[variant]} | {cell[0]['states']} | {ex:.1f} ± {ex_ci:.1f} | {f1:.2f} ± {f1_ci:.2f} "
                      f"| {fl:.2f} |")
     return "\n".join(lines) + "\n"
