@@ -131,3 +131,85 @@ def test_warmup_data_on_generated_games(data, tmp_path):
     assert all(r["reflection"].startswith(("The task is to put", "The last action", "Going to", "Taking",
                                            "Putting", "Opening", "Closing")) for r in rows)
     assert rows[0]["parts"]["task"].startswith("put ") and rows[0]["target"].startswith("go to ")
+
+
+def test_the_engine_speedup_changes_no_text_and_no_command(data, monkeypatch):
+    """frugalft.envs.pddl_speedup caches pure parts of TextWorld's PDDL engine: a seeded random play of every
+    generated game gives the same observations, command lists, rewards and plans with and without it."""
+    import random
+
+    import textworld.envs.pddl.textgen as textgen
+
+    from frugalft.envs import pddl_speedup
+
+    def trace() -> list:
+        out = []
+        for split in ("train", "test"):
+            env = ALFWorld(split=split, data_path=str(data), horizon=8)
+            for i, task in enumerate(env.task_ids(split) * 2):  # each game twice: the reset cache is hit
+                rng = random.Random(i)
+                obs, info = env.reset(options={"task_id": task})
+                out.append((obs, info["actions"], env.privileged()["policy_commands"]))
+                for _ in range(6):
+                    obs, reward, term, trunc, info = env.step(rng.choice(info["actions"]))
+                    out.append((obs, reward, info["actions"]))
+                    if term or trunc:
+                        break
+            env.close()
+        return out
+
+    install = pddl_speedup.install
+    pddl_speedup.uninstall()
+    original = textgen.copy_context
+    try:
+        monkeypatch.setattr(pddl_speedup, "install", lambda: None)  # the library's own code for the reference
+        reference = trace()
+        assert textgen.copy_context is original
+        monkeypatch.setattr(pddl_speedup, "install", install)
+        assert trace() == reference
+        assert textgen.copy_context is not original
+        install()  # idempotent
+    finally:
+        pddl_speedup.uninstall()
+    assert textgen.copy_context is original
+
+
+def test_the_search_expert_uses_only_what_the_player_has_seen(data):
+    """oracle="search": it goes through the receptacles that can hold the goal object in the room's listing order
+    (computed here from the game's canContain facts, independently of the env's code), takes the first goal
+    object it sees, carries it to the first goal receptacle, and wins every generated game; its teacher's
+    reflections never name a place the player has not seen the object in."""
+    import re
+
+    env = ALFWorld(data_path=str(data), split="train", horizon=40, oracle="search")
+    teacher = make_teacher(TeacherConfig(brief=True), "alfworld")
+    for split in ("train", "valid", "test"):
+        for task in env.task_ids(split):
+            obs, info = env.reset(options={"task_id": task})
+            game = json.loads(Path(env.game_file(task)).read_text())
+            problem = game["pddl_problem"]
+            obj, recep = env._goal
+            holders = {r.lower().removesuffix("type") for r, o in re.findall(r"\(canContain (\w+) (\w+)\)", problem)
+                       if o.lower() == obj + "type"}
+            listing = re.search(r"you see (.+)\.", info["parts"]["location"]).group(1)
+            rooms = [x.removeprefix("and ").removeprefix("a ").strip() for x in listing.split(", ")]
+            expected = [r for r in rooms if r.rsplit(" ", 1)[0] in holders - {recep}]
+            gone, first_take = [], None
+            for _ in range(40):
+                p = env.privileged()
+                text = teacher.reflect(Situation("alfworld", obs, info["actions"], p, env.oracle_action()))
+                assert "probably" not in text and "likely" not in text
+                if not p["holding_goal_object"] and not p["seen_here"]:
+                    hidden = set(p["target_locations"].values()) - set(p["searched"])
+                    assert not any(re.search(rf"\b{re.escape(h)}\b", text) for h in hidden if h not in p["search_left"][:3])
+                a = env.oracle_action()
+                if a.startswith("go to ") and first_take is None:
+                    gone.append(a[6:])
+                if a.startswith("take ") and first_take is None:
+                    first_take = a
+                obs, reward, term, trunc, info = env.step(a)
+                if term or trunc:
+                    break
+            assert info["success"], (task, env.history)
+            assert gone == expected[:len(gone)]  # the listing order, skipping what cannot hold the object
+            assert first_take is not None and first_take.split(" ")[1] == obj

@@ -166,10 +166,70 @@ def _alf_hint(p: dict[str, Any], command: str) -> str:
     return "Look around."
 
 
+def _alf_search_state(p: dict[str, Any], brief: bool) -> str:
+    """Where the search stands (oracle="search"), from what the player has seen only: no hidden locations."""
+    obj, recep = p.get("goal_object") or "object", p.get("goal_receptacle") or "receptacle"
+    at, closed = p.get("at"), set(p.get("closed_receptacles") or [])
+    if p.get("holding_goal_object"):
+        goals = list(p.get("goal_receptacles") or [])
+        target = at if at in goals else (goals[0] if goals else f"a {recep}")
+        if at == target:
+            return f"Holding the {obj} at {at}" + (", closed: open it." if at in closed else ": put it here.")
+        return f"I hold the {obj}; it goes {_where(target, target in closed)}."
+    if p.get("holding"):
+        return f"I hold {', '.join(p['holding'])}, which the task does not need: set it down."
+    if p.get("seen_here"):
+        return f"A {obj} is right here at {at}: take it."
+    left = list(p.get("search_left") or [])
+    if at in left and at in closed:
+        return f"The {at} is closed and may hold a {obj}: look inside."
+    if not left:
+        return f"Every place that can hold a {obj} has been searched."
+    shown = left[:2] if brief else left[:3]
+    more = f" and {len(left) - len(shown)} more" if len(left) > len(shown) else ""
+    return f"No {obj} seen yet. Not searched: {', '.join(shown)}{more}."
+
+
+def _alf_search_mistake(s: Situation) -> str:
+    p, before = s.privileged, s.before or {}
+    obj = p.get("goal_object") or "object"
+    m = s.mistake or ""
+    if m.startswith("take "):
+        return f"Taking {m[5:].split(' from ')[0]} was a mistake: it is not the {obj}."
+    if m.startswith("move ") and before.get("holding_goal_object"):
+        return f"Putting the {obj} down there was a mistake: it does not go there."
+    if m.startswith("go to "):
+        place = m[6:]
+        why = ("was searched already" if place in set(before.get("searched") or []) else
+               f"cannot hold a {obj}" if place not in set(before.get("search_left") or []) else "was not the way")
+        return f"Going to {place} was a mistake: it {why}."
+    return f"The last action, {m}, was a mistake: it did not move the task forward."
+
+
+def alfworld_search_reflection(s: Situation, reveal: bool, brief: bool = False) -> str:
+    """For the search expert: the goal, what was seen and what is left to search; nothing the player has not
+    seen (the planner's plan knows where the object is, a player in a new room cannot)."""
+    p = s.privileged
+    obj, recep = p.get("goal_object") or "object", p.get("goal_receptacle") or "receptacle"
+    out: list[str] = []
+    if s.mistake is not None:
+        out.append(_alf_search_mistake(s))
+    out.append(f"Goal: {obj} to {recep}." if brief else f"The task is to put a {obj} in a {recep}.")
+    if p.get("won"):
+        out.append("Done.")
+        return " ".join(out)
+    out.append(_alf_search_state(p, brief))
+    if reveal and p.get("oracle_action"):
+        out.append(f"Next: {p['oracle_action']}.")
+    return " ".join(out)
+
+
 def alfworld_reflection(s: Situation, reveal: bool) -> str:
     p = s.privileged
     if "goal_object" not in p:  # a TextWorld game laid out like ALFWorld's data
         return textworld_reflection(s, reveal)
+    if p.get("oracle") == "search":
+        return alfworld_search_reflection(s, reveal)
     obj, recep = p.get("goal_object") or "object", p.get("goal_receptacle") or "receptacle"
     plan = _plan(p)
     out: list[str] = []
@@ -218,6 +278,8 @@ def alfworld_brief(s: Situation, reveal: bool) -> str:
     p = s.privileged
     if "goal_object" not in p:
         return textworld_brief(s, reveal)
+    if p.get("oracle") == "search":
+        return alfworld_search_reflection(s, reveal, brief=True)
     obj, recep = p.get("goal_object") or "object", p.get("goal_receptacle") or "receptacle"
     plan = _plan(p)
     out = []
