@@ -112,3 +112,47 @@ def test_paired_differences_need_the_same_tasks():
     assert sorted(diffs) == [0, 1] and diffs[0].tolist() == [0, 1, 0] and diffs[1].tolist() == [1, 0, 0]
     with pytest.raises(ValueError, match="different task lists"):
         paired_differences(a, b, tasks, {**tasks, 1: ["y", "x", "z"]})
+
+
+def test_a_cell_is_reused_field_by_field(tmp_path):
+    """A table cell records its config: a cell written before a field existed is still reused while the field
+    keeps its default; any changed setting is refused, naming the key."""
+    import json
+
+    from frugalft.reflect.table import ExperimentConfig, _reuse, cell_config, fingerprint
+
+    config = ExperimentConfig(seeds=[0])
+    cell, fp = cell_config(config, 0, "sft"), fingerprint(config, 0, "sft")
+    out = tmp_path / "sft.json"
+    older = json.loads(json.dumps(cell))
+    del older["rl"]["eval_split"], older["warmup"]["lr"]  # fields "added since" the cell was made
+    out.write_text(json.dumps({"fingerprint": "0123456789abcdef", "success": 0.5, "config": older}))
+    assert _reuse(out, fp, cell)["success"] == 0.5
+
+    config.warmup.lr = 0.5  # now the new field differs from its default: another config
+    changed = cell_config(config, 0, "sft")
+    with pytest.raises(ValueError, match=r"was made with another config \(warmup.lr: 0.001 -> 0.5\)"):
+        _reuse(out, fingerprint(config, 0, "sft"), changed)
+    config.warmup.lr = 0.001
+    config.eval.max_tasks = 3
+    with pytest.raises(ValueError, match=r"eval.max_tasks: 20 -> 3"):
+        _reuse(out, fingerprint(config, 0, "sft"), cell_config(config, 0, "sft"))
+    # A cell from before configs were recorded: only the hash can be compared.
+    out.write_text(json.dumps({"fingerprint": "0123456789abcdef"}))
+    with pytest.raises(ValueError, match="fingerprint 0123456789abcdef != "):
+        _reuse(out, fp, cell)
+    assert _reuse(tmp_path / "missing.json", fp, cell) is None
+
+
+def test_a_section_key_the_table_fills_is_refused_not_ignored():
+    from frugalft.reflect.players import RLConfig
+    from frugalft.reflect.table import ExperimentConfig
+    from frugalft.reflect.warmup import WarmupConfig
+
+    ExperimentConfig(env="AutoExplore", rl=RLConfig(env="AutoExplore"))  # the same value: nothing is lost
+    with pytest.raises(ValueError, match=r"rl.env: 'AutoExplore' \(the table sets it from `env`: 'DangerousTaxi'\)"):
+        ExperimentConfig(rl=RLConfig(env="AutoExplore"))
+    with pytest.raises(ValueError, match=r"warmup.seed \(each seed's runs use that seed: set `seeds`\)"):
+        ExperimentConfig(warmup=WarmupConfig(seed=3))
+    with pytest.raises(ValueError, match=r"rl.labels: \['a', 'b'\] \(the table sets it from `warmup.labels`"):
+        ExperimentConfig(rl=RLConfig(labels=["a", "b"]))

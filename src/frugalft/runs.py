@@ -309,18 +309,26 @@ def check_config(path: str | Path, config: Any, safe_on_resume: Iterable[str] = 
                        "this stage over") from None
     new = yaml.safe_load(dump_yaml(config)) or {}
     safe = {*SAFE_ON_RESUME, *getattr(config, "SAFE_ON_RESUME", ()), *safe_on_resume}
-    flat_old, flat_new, defaults = _flatten(old), _flatten(new), _flatten(_defaults(config))
+    changes = config_changes(old, new, _defaults(config), safe)
+    if changes:
+        raise RunError(f"{path} was made with another config ({'; '.join(changes)}): resuming it would mix the "
+                       "two; rerun with --restart to start this stage over, or without the changes")
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any],
+                   safe: Iterable[str] = ()) -> list[str]:
+    """``key: before -> after`` for each (dotted) key of ``new`` whose value differs from ``old``'s. A key that
+    ``old`` lacks (added to the config class since ``old`` was recorded) counts as its value in ``defaults``;
+    keys in ``safe`` (and the keys below them) are not compared."""
+    flat_old, flat_new, flat_defaults = _flatten(old), _flatten(new), _flatten(defaults)
     changes = []
     for key, after in flat_new.items():
         if any(key == s or key.startswith(s + ".") for s in safe):
             continue
-        # A key added to the config since the run was made counts as its default.
-        before = flat_old.get(key, defaults.get(key, _UNSET))
+        before = flat_old.get(key, flat_defaults.get(key, _UNSET))
         if not _same(before, after):
             changes.append(f"{key}: {_short(before)} -> {_short(after)}")
-    if changes:
-        raise RunError(f"{path} was made with another config ({'; '.join(changes)}): resuming it would mix the "
-                       "two; rerun with --restart to start this stage over, or without the changes")
+    return changes
 
 
 def _has_state(path: Path) -> bool:

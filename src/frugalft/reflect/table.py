@@ -142,6 +142,37 @@ class ExperimentConfig:
         stray = [m for m in self.extra_seeds if m not in self.methods]
         if stray:
             raise ValueError(f"extra_seeds names methods that are not in methods: {stray}")
+        self._refuse_shadowed_keys()
+
+    # Section keys that ``for_seed`` fills from one shared place: section.key -> where the value comes from.
+    SHARED_KEYS = {
+        "data.env": "env", "data.env_kwargs": "env_kwargs", "data.seed": "seeds",
+        "warmup.model": "model", "warmup.device": "device", "warmup.seed": "seeds",
+        "warmup.reflection_tokens": "rl.reflection_tokens",
+        "rl.env": "env", "rl.env_kwargs": "env_kwargs", "rl.policy_model": "model", "rl.device": "device",
+        "rl.seed": "seeds", "rl.labels": "warmup.labels", "rl.shuffle_labels": "warmup.shuffle_labels",
+    }
+
+    def _refuse_shadowed_keys(self) -> None:
+        """A section key that ``for_seed`` overwrites, set to another value than the one it gets, would be
+        silently ignored: an error naming the key and where to set it instead."""
+        defaults = {"data": DataConfig(), "warmup": WarmupConfig(), "rl": RLConfig()}
+        wrong = []
+        for key, source in self.SHARED_KEYS.items():
+            section, name = key.split(".")
+            value = getattr(getattr(self, section), name)
+            if value == getattr(defaults[section], name):
+                continue  # unset (or set to its default): nothing is lost
+            if source == "seeds":
+                wrong.append(f"{key} (each seed's runs use that seed: set `seeds`)")
+                continue
+            head, _, tail = source.partition(".")
+            shared = getattr(getattr(self, head), tail) if tail else getattr(self, head)
+            if value != shared:
+                wrong.append(f"{key}: {value!r} (the table sets it from `{source}`: {shared!r})")
+        if wrong:
+            raise ValueError("these keys would be ignored, set them once where the table reads them: "
+                             + "; ".join(wrong))
 
     def seeds_of(self, method: str) -> list[int]:
         """The seeds ``method`` runs on: ``seeds`` plus its ``extra_seeds``."""
@@ -220,18 +251,39 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     return rl
 
 
-def fingerprint(config: ExperimentConfig, seed: int, method: str) -> str:
-    """A hash of everything that makes a cell's result: the seed's stage configs, the evaluation settings and the
-    method (not the list of other methods, seeds or tracking)."""
-    import hashlib
-
+def cell_config(config: ExperimentConfig, seed: int, method: str) -> dict[str, Any]:
+    """Everything that makes a cell's result: the seed's stage configs, the evaluation settings and the method
+    (not the list of other methods, seeds or tracking), as plain JSON values."""
     from frugalft.config import to_dict
 
     data, warm, rl = config.for_seed(seed)
-    blob = json.dumps({"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl),
-                       "eval": to_dict(config.eval), "match": config.match_noreflect_steps, "method": method},
-                      sort_keys=True, default=str)
+    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl), "eval": to_dict(config.eval),
+                "match": config.match_noreflect_steps, "method": method}
+    return json.loads(json.dumps(snapshot, sort_keys=True, default=str))
+
+
+def fingerprint(config: ExperimentConfig, seed: int, method: str) -> str:
+    """A short hash of ``cell_config``: equal hashes, the same cell."""
+    import hashlib
+
+    blob = json.dumps(cell_config(config, seed, method), sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _cell_defaults() -> dict[str, Any]:
+    from frugalft.config import to_dict
+
+    return json.loads(json.dumps({"data": to_dict(DataConfig()), "warmup": to_dict(WarmupConfig()),
+                                  "rl": to_dict(RLConfig()), "eval": to_dict(EvalConfig())}, default=str))
+
+
+def cell_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for each setting that differs between a cell's recorded config and the current one.
+    A key the recorded config lacks (a field added to frugalft since) counts as its default, so a cell made
+    before a new field existed is still this config's result while the field keeps its default."""
+    from frugalft.runs import config_changes
+
+    return config_changes(recorded, current, _cell_defaults())
 
 
 def eval_path(run_dir: str | Path, seed: int, method: str, split: str, task_set: str | None = None) -> Path:
@@ -239,15 +291,23 @@ def eval_path(run_dir: str | Path, seed: int, method: str, split: str, task_set:
     return seed_dir(run_dir, seed) / "eval" / folder / f"{method}.json"
 
 
-def _reuse(out: Path, fp: str) -> dict | None:
-    """A finished cell's row, if it was made by this config; a row made by another config is an error."""
+def _reuse(out: Path, fp: str, cell: dict[str, Any]) -> dict | None:
+    """A finished cell's row, if it was made by this config (the same fingerprint, or a recorded config that
+    differs only in fields added since, at their defaults); a row made by another config is an error."""
     if not out.exists():
         return None
     row = json.loads(out.read_text(encoding="utf-8"))
-    if row.get("fingerprint") != fp:
-        raise ValueError(f"{out} was made with another config (fingerprint {row.get('fingerprint')} != {fp}): "
-                         "use another --run-dir, or delete that seed's folder to rerun it")
-    return row
+    if row.get("fingerprint") == fp:
+        return row
+    if "config" in row:
+        changes = cell_changes(row["config"], cell)
+        if not changes:
+            return row
+        why = "; ".join(changes[:8]) + (f"; and {len(changes) - 8} more" if len(changes) > 8 else "")
+    else:  # written before cells kept their config: only the hash can be compared
+        why = f"fingerprint {row.get('fingerprint')} != {fp}"
+    raise ValueError(f"{out} was made with another config ({why}): use another --run-dir, or delete that "
+                     "seed's folder to rerun it")
 
 
 def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method: str, log=print,
@@ -260,11 +320,11 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
     from frugalft.reflect.train import build_players, train
 
     split = split or config.eval.split
-    fp = fingerprint(config, seed, method)
+    fp, cell = fingerprint(config, seed, method), cell_config(config, seed, method)
     out = eval_path(run_dir, seed, method, split)
     extras = {name: eval_path(run_dir, seed, method, split, name) for name in config.eval.extra}
-    done = _reuse(out, fp)
-    if done is not None and all(_reuse(p, fp) is not None for p in extras.values()):
+    done = _reuse(out, fp, cell)
+    if done is not None and all(_reuse(p, fp, cell) is not None for p in extras.values()):
         return done
     t0 = time.time()
     variant, does_rl = PLAN[method]
@@ -286,7 +346,7 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
                     backend.close()
     row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, fp, t0, None, log)
     for name, path in extras.items():
-        if _reuse(path, fp) is None:
+        if _reuse(path, fp, cell) is None:
             _evaluate_cell(config, agent, rl, seed, method, split, path, fp, time.time(), name, log)
     return row
 
@@ -306,7 +366,8 @@ def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int
     flat = result.to_dict()
     outcomes = flat.pop("outcomes")
     row = {"env": config.env, "method": method, "seed": seed, "split": split, "task_set": task_set or "",
-           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": fp, "outcomes": outcomes}
+           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": fp, "outcomes": outcomes,
+           "config": cell_config(config, seed, method)}
     write_json(out, row)
     where = split if task_set is None else f"{split}, task set {task_set}"
     log(f"[seed {seed}] {method} ({where}): success {row['success']:.3f} return {row['return']:.3f} "
@@ -425,7 +486,7 @@ def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started:
 
 def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], seconds: float, log=print,
                   quality: list[dict] | None = None) -> dict:
-    flat = [{k: v for k, v in r.items() if k != "outcomes"} for r in rows]  # per-episode lists stay in the jsons
+    flat = [{k: v for k, v in r.items() if k not in ("outcomes", "config")} for r in rows]  # stay in the jsons
     keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("env", "method", "seed"), k))
     with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
