@@ -91,14 +91,11 @@ ZERO_SHOT_LABEL = "zero-shot (no fine-tuning)"
 
 
 def mean_ci95(values: list[float]) -> tuple[float, float, float]:
-    """(mean, lower, upper) of a two-sided 95% Student-t interval; a single value has a zero-width band."""
-    from scipy import stats
+    """(mean, lower, upper) of the two-sided 95% Student-t interval (``intervals.mean_t_interval``); a single
+    value has a zero-width band."""
+    from frugalft.eval.intervals import mean_t_interval
 
-    x = np.asarray(values, dtype=np.float64)
-    m = float(x.mean())
-    if len(x) < 2:
-        return m, m, m
-    half = float(stats.t.ppf(0.975, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    m, half = mean_t_interval([float(v) for v in values])
     return m, m - half, m + half
 
 
