@@ -39,10 +39,10 @@ def test_exponent_numbers_are_floats_in_overrides(text, value):
 
 def test_exponent_numbers_are_floats_in_files_and_set(tmp_path):
     path = tmp_path / "c.yaml"
-    path.write_text("warmup:\n  lr: 1e-3\nrl:\n  lr: 3e-5\n  weight_decay: 1E-3\n  env_kwargs: {scale: 1e2}\n")
+    path.write_text("env_kwargs: {scale: 1e2}\nwarmup:\n  lr: 1e-3\nrl:\n  lr: 3e-5\n  weight_decay: 1E-3\n")
     cfg = load_config(ExperimentConfig, path, ["rl.max_grad_norm=5e-1"])
     assert cfg.warmup.lr == 1e-3 and cfg.rl.lr == 3e-5 and cfg.rl.weight_decay == 1e-3
-    assert cfg.rl.max_grad_norm == 0.5 and cfg.rl.env_kwargs == {"scale": 100.0}
+    assert cfg.rl.max_grad_norm == 0.5 and cfg.env_kwargs == {"scale": 100.0}
     assert load_config(Small, None, ["lr=1e-4", "widths=[1e-1, 2E0]"]) == Small(lr=1e-4, widths=[0.1, 2.0])
     # Strings that merely start with digits stay strings.
     assert parse_override("model=1e-4x")[1] == "1e-4x" and parse_override("v=2024-01-01")[1] != "2024-01-01"
