@@ -119,29 +119,29 @@ def test_a_cell_is_reused_field_by_field(tmp_path):
     keeps its default; any changed setting is refused, naming the key."""
     import json
 
-    from frugalft.reflect.table import ExperimentConfig, _reuse, cell_config, fingerprint
+    from frugalft.reflect.table import ExperimentConfig, _reuse, cell_config
 
     config = ExperimentConfig(seeds=[0])
-    cell, fp = cell_config(config, 0, "sft"), fingerprint(config, 0, "sft")
+    cell = cell_config(config, 0, "sft")
     out = tmp_path / "sft.json"
     older = json.loads(json.dumps(cell))
     del older["rl"]["eval_split"], older["warmup"]["lr"]  # fields "added since" the cell was made
     out.write_text(json.dumps({"fingerprint": "0123456789abcdef", "success": 0.5, "config": older}))
-    assert _reuse(out, fp, cell)["success"] == 0.5
+    assert _reuse(out, cell)["success"] == 0.5
 
     config.warmup.lr = 0.5  # now the new field differs from its default: another config
     changed = cell_config(config, 0, "sft")
     with pytest.raises(ValueError, match=r"was made with another config \(warmup.lr: 0.001 -> 0.5\)"):
-        _reuse(out, fingerprint(config, 0, "sft"), changed)
+        _reuse(out, changed)
     config.warmup.lr = 0.001
     config.eval.max_tasks = 3
     with pytest.raises(ValueError, match=r"eval.max_tasks: 20 -> 3"):
-        _reuse(out, fingerprint(config, 0, "sft"), cell_config(config, 0, "sft"))
+        _reuse(out, cell_config(config, 0, "sft"))
     # A cell from before configs were recorded: only the hash can be compared.
     out.write_text(json.dumps({"fingerprint": "0123456789abcdef"}))
     with pytest.raises(ValueError, match="fingerprint 0123456789abcdef != "):
-        _reuse(out, fp, cell)
-    assert _reuse(tmp_path / "missing.json", fp, cell) is None
+        _reuse(out, cell)
+    assert _reuse(tmp_path / "missing.json", cell) is None
 
 
 def test_a_section_key_the_table_fills_is_refused_not_ignored():

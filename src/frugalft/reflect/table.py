@@ -262,12 +262,11 @@ def cell_config(config: ExperimentConfig, seed: int, method: str) -> dict[str, A
     return json.loads(json.dumps(snapshot, sort_keys=True, default=str))
 
 
-def fingerprint(config: ExperimentConfig, seed: int, method: str) -> str:
-    """A short hash of ``cell_config``: equal hashes, the same cell."""
+def digest(cell: dict[str, Any]) -> str:
+    """A short hash of a ``cell_config``: equal hashes, the same cell."""
     import hashlib
 
-    blob = json.dumps(cell_config(config, seed, method), sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+    return hashlib.sha1(json.dumps(cell, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _cell_defaults() -> dict[str, Any]:
@@ -291,12 +290,13 @@ def eval_path(run_dir: str | Path, seed: int, method: str, split: str, task_set:
     return seed_dir(run_dir, seed) / "eval" / folder / f"{method}.json"
 
 
-def _reuse(out: Path, fp: str, cell: dict[str, Any]) -> dict | None:
+def _reuse(out: Path, cell: dict[str, Any]) -> dict | None:
     """A finished cell's row, if it was made by this config (the same fingerprint, or a recorded config that
     differs only in fields added since, at their defaults); a row made by another config is an error."""
     if not out.exists():
         return None
     row = json.loads(out.read_text(encoding="utf-8"))
+    fp = digest(cell)
     if row.get("fingerprint") == fp:
         return row
     if "config" in row:
@@ -320,11 +320,11 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
     from frugalft.reflect.train import build_players, train
 
     split = split or config.eval.split
-    fp, cell = fingerprint(config, seed, method), cell_config(config, seed, method)
+    cell = cell_config(config, seed, method)
     out = eval_path(run_dir, seed, method, split)
     extras = {name: eval_path(run_dir, seed, method, split, name) for name in config.eval.extra}
-    done = _reuse(out, fp, cell)
-    if done is not None and all(_reuse(p, fp, cell) is not None for p in extras.values()):
+    done = _reuse(out, cell)
+    if done is not None and all(_reuse(p, cell) is not None for p in extras.values()):
         return done
     t0 = time.time()
     variant, does_rl = PLAN[method]
@@ -344,15 +344,15 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
             finally:
                 if backend is not None:
                     backend.close()
-    row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, fp, t0, None, log)
+    row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, cell, t0, None, log)
     for name, path in extras.items():
-        if _reuse(path, fp, cell) is None:
-            _evaluate_cell(config, agent, rl, seed, method, split, path, fp, time.time(), name, log)
+        if _reuse(path, cell) is None:
+            _evaluate_cell(config, agent, rl, seed, method, split, path, cell, time.time(), name, log)
     return row
 
 
 def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int, method: str, split: str,
-                   out: Path, fp: str, t0: float, task_set: str | None, log) -> dict:
+                   out: Path, cell: dict[str, Any], t0: float, task_set: str | None, log) -> dict:
     from frugalft.reflect.evaluate import evaluate
 
     ev = config.eval
@@ -366,8 +366,8 @@ def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int
     flat = result.to_dict()
     outcomes = flat.pop("outcomes")
     row = {"env": config.env, "method": method, "seed": seed, "split": split, "task_set": task_set or "",
-           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": fp, "outcomes": outcomes,
-           "config": cell_config(config, seed, method)}
+           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": digest(cell),
+           "outcomes": outcomes, "config": cell}
     write_json(out, row)
     where = split if task_set is None else f"{split}, task set {task_set}"
     log(f"[seed {seed}] {method} ({where}): success {row['success']:.3f} return {row['return']:.3f} "
