@@ -353,6 +353,7 @@ class ALFWorld(TextWorldGames):
             raise FileNotFoundError(f"ALFWorld data at {self.data_path}: no games of the family {task_family!r}")
         self._pddl = False  # is the running game a .tw-pddl one?
         self._plan: list[str] | None = None  # the planner's plan for the current state, computed on demand
+        self._world_of: tuple[Any, dict[str, Any]] | None = None  # (engine state, _world() of it)
         self._goal: tuple[str, str] | None = None  # (object type, receptacle type), lower case
 
     @property
@@ -410,7 +411,10 @@ class ALFWorld(TextWorldGames):
         return m.group(1).strip() if m else ""
 
     def _world(self) -> dict[str, Any]:
-        """The current state from the engine's facts, in the names the player sees."""
+        """The current state from the engine's facts, in the names the player sees; read once per engine state
+        (the observation, the expert and privileged() all ask for it at every step). Read-only for callers."""
+        if self._world_of is not None and self._world_of[0] is self._state:
+            return self._world_of[1]
         names = {k: info.name.strip() for k, info in (self._state.get("_entity_infos") or {}).items()}
         out: dict[str, Any] = {"at": None, "holding": [], "opened": set(), "contents": {}, "openable": set(),
                                "types": {}, "receptacles": [], "can_contain": set()}
@@ -440,6 +444,7 @@ class ALFWorld(TextWorldGames):
         out["at"] = here[0] if here else None
         for things in out["contents"].values():
             things.sort(key=_natural)
+        self._world_of = (self._state, out)
         return out
 
     def _parts(self) -> dict[str, str]:
@@ -556,7 +561,7 @@ class ALFWorld(TextWorldGames):
             "policy_commands": [] if won or self.oracle == "search" else self._policy(),
             "walkthrough": list(getattr(self._game.unwrapped, "walkthrough", None) or []),
             "at": w["at"],
-            "holding": w["holding"],
+            "holding": list(w["holding"]),
             "holding_goal_object": any(w["types"].get(h) == obj for h in w["holding"]),
             "target_locations": targets,  # goal-type object -> the receptacle it is in now
             "goal_receptacles": goals,
