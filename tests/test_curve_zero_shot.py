@@ -10,7 +10,7 @@ from dataclasses import asdict, replace
 
 import pytest
 
-from frugalft.atomic import write_json
+from curvecells import write_cells
 from frugalft.eval import curve as C
 from frugalft.eval.curve import CurveConfig, CurveError, run_curve, summarize
 from frugalft.sft import SFTConfig, train_sft
@@ -65,20 +65,6 @@ def _with_template(fmt, template: str):
     return PromptFormat(fmt.tok, "off", template)
 
 
-def _write_cells(out, zero: dict | None) -> None:
-    # random and "fl" at budgets 10/20, two seeds; fl reaches random@20 (0.40) at b = 15.
-    means = {("random", 10): 0.2, ("random", 20): 0.4, ("task-balanced", 10): 0.3, ("task-balanced", 20): 0.5}
-    for (s, b), m in means.items():
-        for seed, d in ((0, -0.01), (1, 0.01)):
-            write_json(out / "cells" / f"{s}__b{b}__s{seed}.json",
-                       {"strategy": s, "budget": b, "seed": seed, "rougeL": m + d, "exact_match": m / 2 + d,
-                        "eval_loss": 3 - m + d, "macro_rougeL": m, "macro_exact_match": m / 2, "n_eval": 4,
-                        "train_loss": 1.0, "train_steps": b, "tokens_per_s": 100.0, "seconds_select": 0.1,
-                        "seconds_train": 1.0, "seconds_eval": 0.5})
-    if zero is not None:
-        write_json(out / "cells" / "zero-shot__b0.json", zero)
-
-
 def test_zero_shot_row_in_tables_and_plot_not_in_savings(tmp_path, monkeypatch):
     import matplotlib.axes
 
@@ -95,7 +81,7 @@ def test_zero_shot_row_in_tables_and_plot_not_in_savings(tmp_path, monkeypatch):
     results = {}
     for on in (True, False):
         out = tmp_path / str(on)
-        _write_cells(out, zero)
+        write_cells(out, zero)
         cfg = CurveConfig(strategies=["random", "task-balanced"], budgets=[10, 20], seeds=[0, 1], zero_shot=on,
                           out=str(out))
         results[on] = summarize(cfg, out)
