@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from frugalft.config import ConfigError, dump_yaml, load_config, parse_override, value_rule
 from frugalft.eval.curve import CurveConfig
+from frugalft.models import LoraSettings
 from frugalft.reflect.table import ExperimentConfig
 from frugalft.reflect.train import RLConfig
 from frugalft.sft.train import SFTConfig
@@ -186,3 +188,38 @@ def test_every_numeric_field_has_a_rule():
     missing = [f"{cls.__name__}.{f.name}" for cls in hints for f in dataclasses.fields(cls)
                if _numeric(hints[cls][f.name]) and value_rule(cls, f) is None]
     assert not missing, f"numeric config fields without a range rule: {missing}"
+
+
+@pytest.mark.parametrize("override", ["warmup.lora=true", "warmup.lora_r=8"])
+def test_lora_is_spelled_one_way_and_the_old_spelling_says_the_new(override):
+    with pytest.raises(ConfigError, match=r"warmup\.lora.*LoRA is now `finetune: lora` with `lora: \{r: 16"):
+        load_config(ExperimentConfig, None, [override])
+    cfg = load_config(ExperimentConfig, None, ["warmup.finetune=lora", "warmup.lora.r=8", "rl.finetune=lora",
+                                               "rl.lora.r=8"])
+    assert (cfg.warmup.lora.r, cfg.warmup.lora.alpha, cfg.rl.lora.r) == (8, 8, 8)
+    with pytest.raises(ConfigError, match=r"^warmup\.lora\.r: must be >= 1, got 0$"):  # no rename hint here
+        load_config(ExperimentConfig, None, ["warmup.lora.r=0"])
+
+
+def test_a_run_recorded_with_the_old_lora_keys_is_read_in_the_new_ones(tmp_path):
+    from frugalft.reflect.table import cell_changes
+    from frugalft.reflect.warmup import WarmupConfig
+    from frugalft.runs import RunError, check_config
+
+    new = yaml_of(WarmupConfig())
+    old = {k: v for k, v in new.items() if k not in ("finetune", "lora")}
+    old.update(lora=False, lora_r=16, lora_alpha=8, lora_dropout=0.05)  # as config.yaml recorded it before
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1}\n')  # something to resume
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old))
+    check_config(tmp_path, WarmupConfig())  # a full fine-tune then and now: resumes
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old | {"lora": True, "lora_r": 4}))
+    with pytest.raises(RunError, match=r"finetune: lora -> full; lora\.r: 4 -> 16"):
+        check_config(tmp_path, WarmupConfig())  # a LoRA run is not resumed as a full one
+    check_config(tmp_path, WarmupConfig(finetune="lora", lora=LoraSettings(r=4)))
+    # A table cell recorded before: the same reading.
+    assert cell_changes({"warmup": old | {"lora": True}}, {"warmup": new}) == ["warmup.finetune: lora -> full"]
+    assert cell_changes({"warmup": old}, {"warmup": new}) == []
+
+
+def yaml_of(config: object) -> dict:
+    return yaml.safe_load(dump_yaml(config))

@@ -208,9 +208,9 @@ def test_read_jsonl_names_file_and_line(tmp_path):
 
 
 def test_lora_warmup_trains_adapters_only_and_saves_a_merged_model(small_sets, tmp_path):
-    from frugalft.models import load_model
+    from frugalft.models import LoraSettings, load_model
 
-    cfg = WarmupConfig(model="tiny-test", device="cpu", lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0,
+    cfg = WarmupConfig(model="tiny-test", device="cpu", finetune="lora", lora=LoraSettings(r=4, alpha=8, dropout=0.0),
                        policy_steps=2, batch_size=3, lr=1e-2, log_every=1, seed=0)
     path = train_policy(cfg, small_sets / "policy.jsonl", tmp_path / "policy", log=lambda *a: None)
     base, _ = load_model("tiny-test", device="cpu", seed=0)

@@ -79,7 +79,7 @@ def test_batch_advantages_episode_and_step_modes():
 
 def test_grpo_update_kl_penalty_and_groups_without_signal():
     from frugalft.models import load_model
-    from frugalft.reflect.grpo import grpo_update
+    from frugalft.reflect.grpo import GRPOSettings, grpo_update
     from frugalft.reflect.policy import Policy, score_steps
     from frugalft.reflect.prompts import LabelAlphabet
 
@@ -87,10 +87,10 @@ def test_grpo_update_kl_penalty_and_groups_without_signal():
     policy = Policy(lm, LabelAlphabet(("0", "1", "2")).check(tok), tok.pad_token_id)
     opt = torch.optim.SGD([p for p in policy.parameters() if p.requires_grad], lr=0.0)  # measure, do not move
     same = [_episode(0, "t0", [1.0]), _episode(1, "t0", [1.0])]
-    out = grpo_update(policy, opt, same, group_size=2, kl_coef=0.0)
+    out = grpo_update(policy, opt, same, GRPOSettings(group_size=2, kl_coef=0.0))
     assert out["loss"] == 0.0 and out["grad_norm"] == 0.0 and out["zero_adv_groups"] == 1.0
     with pytest.raises(ValueError, match="ref_logprobs"):
-        grpo_update(policy, opt, same, group_size=2, kl_coef=0.1)
+        grpo_update(policy, opt, same, GRPOSettings(group_size=2, kl_coef=0.1))
     # The penalty is the exact KL over the listed actions to the recorded reference (here: uniform over 2).
     for ep in same:
         for st in ep.steps:
@@ -99,7 +99,7 @@ def test_grpo_update_kl_penalty_and_groups_without_signal():
     p = score_steps(policy, [st.prompt_ids], [st.labels], [st.action]).listed.exp()[0].tolist()
     kl = sum(q * math.log(q / 0.5) for q in p)
     assert kl > 0
-    out = grpo_update(policy, opt, same, group_size=2, kl_coef=0.1)
+    out = grpo_update(policy, opt, same, GRPOSettings(group_size=2, kl_coef=0.1))
     assert out["kl_penalty"] == pytest.approx(kl, rel=1e-5) and out["loss"] == pytest.approx(0.1 * kl, rel=1e-5)
 
 

@@ -139,9 +139,7 @@ VALUE_RULES: tuple[tuple[str, Bounds], ...] = (
     ("levels", NON_NEGATIVE),
     # -- LoRA
     ("r", AT_LEAST_1),
-    ("lora_r", AT_LEAST_1),
     ("alpha", AT_LEAST_1),
-    ("lora_alpha", AT_LEAST_1),
     ("dropout", SHARE),
     ("*_dropout", SHARE),
     # -- shares and probabilities
@@ -249,6 +247,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     types_ = _field_types(cls)
     unknown = sorted(set(data) - set(types_))
+    renamed: dict[str, str] = getattr(cls, "RENAMED", {})
+    if unknown and unknown[0] in renamed:
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}")
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys of {cls.__name__}: {', '.join(sorted(types_))}"
@@ -256,7 +257,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for k, v in data.items():
-        kwargs[k] = _coerce(v, types_[k], prefix + k)
+        try:
+            kwargs[k] = _coerce(v, types_[k], prefix + k)
+        except ConfigError as e:
+            if k not in renamed or isinstance(v, dict):  # a mapping is the new spelling: its own error says it
+                raise
+            raise ConfigError(f"{e} ({renamed[k]})") from None
         bounds = value_rule(cls, fields[k])
         if bounds is not None:
             _check_range(kwargs[k], bounds, prefix + k)

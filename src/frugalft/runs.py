@@ -307,6 +307,7 @@ def check_config(path: str | Path, config: Any, safe_on_resume: Iterable[str] = 
     except yaml.YAMLError as e:
         raise RunError(f"{recorded} is not valid YAML ({str(e).splitlines()[0]}); rerun with --restart to start "
                        "this stage over") from None
+    old = getattr(config, "upgrade_record", lambda d: d)(old)  # keys renamed since it was recorded
     new = yaml.safe_load(dump_yaml(config)) or {}
     safe = {*SAFE_ON_RESUME, *getattr(config, "SAFE_ON_RESUME", ()), *safe_on_resume}
     changes = config_changes(old, new, _defaults(config), safe)

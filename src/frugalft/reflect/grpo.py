@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -107,19 +108,27 @@ def grpo_advantages(episodes: Sequence[Episode], group_size: int, normalize_std:
 
 
 # ---- the update ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GRPOSettings:
+    """What a GRPO update reads (train.py builds it once from RLConfig: group_size, grpo_normalize_std,
+    grpo_advantage and the shared fields of the same names)."""
+
+    group_size: int = 4  # episodes per group, all on the same task
+    temperature: float = 1.0
+    max_grad_norm: float = 0.3
+    minibatch: int = 32
+    normalize_std: bool = True  # divide by the group's std (DeepSeekMath); False: Dr. GRPO's mean-only
+    advantage: Literal["episode", "step"] = "episode"
+    kl_coef: float = 0.0
+    entropy_coef: float = 0.0
+    gamma: float = 1.0
+
+
 def grpo_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
     episodes: Sequence[Episode],
-    group_size: int = 4,
-    temperature: float = 1.0,
-    max_grad_norm: float = 0.3,
-    minibatch: int = 32,
-    normalize_std: bool = True,
-    advantage: Literal["episode", "step"] = "episode",
-    kl_coef: float = 0.0,
-    entropy_coef: float = 0.0,
-    gamma: float = 1.0,
+    settings: GRPOSettings = GRPOSettings(),
     dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
     """One policy-gradient step on the batch with group-relative advantages (and the KL penalty if asked).
@@ -127,12 +136,13 @@ def grpo_update(
     Metrics: ``loss``, ``grad_norm``, ``entropy`` (as ``policy_gradient_step``), ``adv_std`` (population std of
     the steps' advantages), ``zero_adv_groups`` (fraction of groups whose steps all got advantage 0: no signal),
     and ``kl_penalty`` when ``kl_coef > 0``. Under data parallelism every process passes the whole batch."""
-    steps, adv, step_groups = grpo_advantages(episodes, group_size, normalize_std, advantage, gamma)
-    metrics = policy_gradient_step(policy, optimizer, steps, adv, temperature, max_grad_norm, minibatch, "none",
-                                   entropy_coef, dp, kl_coef=kl_coef)
+    c = settings
+    steps, adv, step_groups = grpo_advantages(episodes, c.group_size, c.normalize_std, c.advantage, c.gamma)
+    metrics = policy_gradient_step(policy, optimizer, steps, adv, c.temperature, c.max_grad_norm, c.minibatch,
+                                   "none", c.entropy_coef, dp, kl_coef=c.kl_coef)
     mean = sum(adv) / max(len(adv), 1)
     metrics["adv_std"] = math.sqrt(sum((a - mean) ** 2 for a in adv) / max(len(adv), 1))
-    n_groups = len(episodes) // group_size
+    n_groups = len(episodes) // c.group_size
     signal = {g for g, a in zip(step_groups, adv, strict=True) if a != 0.0}
     metrics["zero_adv_groups"] = (n_groups - len(signal)) / max(n_groups, 1)
     return metrics

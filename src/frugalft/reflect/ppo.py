@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 
@@ -72,39 +73,48 @@ def ppo_loss(
 PARTS = ("policy_loss", "value_loss", "kl", "clipfrac")  # ppo_loss's diagnostics, in its order
 
 
+@dataclass(frozen=True)
+class PPOSettings:
+    """What a PPO update reads (train.py builds it once from RLConfig: ppo_epochs, ppo_clip, gae_lambda and the
+    shared fields of the same names)."""
+
+    temperature: float = 1.0
+    max_grad_norm: float = 0.3
+    minibatch: int = 32  # steps per optimizer step
+    epochs: int = 3  # passes over the batch
+    clip: float = 0.1  # the ratio's clip range
+    vf_coef: float = 0.5
+    kl_coef: float = 0.05  # penalty on the exact KL to the reference policy over the listed actions
+    gamma: float = 1.0
+    lam: float = 0.95  # GAE's lambda
+    entropy_coef: float = 0.0
+    normalize_advantages: bool = True
+
+
 def ppo_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
     episodes: Sequence[Episode],
     rng: random.Random,
-    temperature: float = 1.0,
-    max_grad_norm: float = 0.3,
-    minibatch: int = 32,
-    epochs: int = 3,
-    clip: float = 0.1,
-    vf_coef: float = 0.5,
-    kl_coef: float = 0.05,
-    gamma: float = 1.0,
-    lam: float = 0.95,
-    entropy_coef: float = 0.0,
-    normalize_advantages: bool = True,
+    settings: PPOSettings = PPOSettings(),
     dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
-    """``epochs`` passes over the batch's steps in shuffled minibatches, one optimizer step per minibatch.
+    """``settings.epochs`` passes over the batch's steps in shuffled minibatches, one optimizer step per minibatch.
 
     Under data parallelism every process passes the whole batch and the same ``rng`` (the same minibatches);
     each scores its share of a minibatch, weighted by that share's size."""
     if policy.value_head is None:
         raise ValueError("PPO needs a policy with a value head (Policy(..., value_head=True))")
+    c = settings
     steps, advs, rets = [], [], []
     for ep in episodes:
-        a, r = gae([s.reward for s in ep.steps], [s.value for s in ep.steps], gamma, lam)
+        a, r = gae([s.reward for s in ep.steps], [s.value for s in ep.steps], c.gamma, c.lam)
         steps += ep.steps
         advs += a
         rets += r
     device = policy.device
     adv = torch.tensor(advs, device=device)
-    if normalize_advantages and len(adv) > 1:
+    if c.normalize_advantages and len(adv) > 1:
         adv = (adv - adv.mean()) / (adv.std() + 1e-8)
     ret = torch.tensor(rets, device=device)
     old = torch.tensor([s.logprob for s in steps], device=device)
@@ -112,18 +122,18 @@ def ppo_update(
     sums = {"loss": 0.0, "policy_loss": 0.0, "value_loss": 0.0, "kl": 0.0, "clipfrac": 0.0, "entropy": 0.0,
             "grad_norm": 0.0}
     updates = 0
-    for _ in range(epochs):
+    for _ in range(c.epochs):
         order = list(range(len(steps)))
         rng.shuffle(order)
-        for lo in range(0, len(order), minibatch):
-            batch_idx = order[lo:lo + minibatch]
+        for lo in range(0, len(order), c.minibatch):
+            batch_idx = order[lo:lo + c.minibatch]
             idx = dp.mine(batch_idx)
             optimizer.zero_grad(set_to_none=True)
             stats = [0.0] * 6  # loss, entropy, then the parts, each weighted by this share's size
             if idx:
                 chunk = [steps[i] for i in idx]
                 scores = score_steps(policy, [s.prompt_ids for s in chunk], [s.labels for s in chunk],
-                                     [s.action for s in chunk], temperature)
+                                     [s.action for s in chunk], c.temperature)
                 if all(s.ref_logprobs is not None for s in chunk):
                     ref = pad_rows([s.ref_logprobs for s in chunk], scores.listed.shape[1], device)  # type: ignore[misc]
                     kl = exact_kl(scores.listed, ref)
@@ -131,14 +141,14 @@ def ppo_update(
                     kl = torch.zeros(len(chunk), device=device)
                 ii = torch.tensor(idx, device=device)
                 assert scores.value is not None
-                loss, parts = ppo_loss(scores.logprob, old[ii], adv[ii], scores.value, ret[ii], kl, clip, vf_coef,
-                                       kl_coef, scores.entropy, entropy_coef)
+                loss, parts = ppo_loss(scores.logprob, old[ii], adv[ii], scores.value, ret[ii], kl, c.clip,
+                                       c.vf_coef, c.kl_coef, scores.entropy, c.entropy_coef)
                 w = len(idx) / len(batch_idx)  # the minibatch mean, split over processes
                 (loss * w).backward()
                 stats = [w * float(x) for x in (loss.detach(), scores.entropy.detach().mean(), *parts.values())]
             dp.all_reduce_grads(params)
             stats = dp.sum(stats)
-            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, c.max_grad_norm)
             optimizer.step()
             updates += 1
             sums["loss"] += stats[0]

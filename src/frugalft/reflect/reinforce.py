@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -143,34 +144,42 @@ def policy_gradient_step(
     return out
 
 
+@dataclass(frozen=True)
+class ReinforceSettings:
+    """What a REINFORCE update reads (train.py builds it once from RLConfig's fields of the same names)."""
+
+    temperature: float = 1.0  # the sampling temperature the log-probs are taken at, as in the rollout
+    max_grad_norm: float = 0.3
+    minibatch: int = 32  # steps scored per forward pass (gradients accumulate: one optimizer step)
+    replay_episodes: int = 4  # successes replayed per iteration (0: no replay step)
+    baseline: str = "none"  # "none" (the authors') or "batch_mean"
+    entropy_coef: float = 0.0
+
+
 def reinforce_update(
     policy: Policy,
     optimizer: torch.optim.Optimizer,
     episodes: Sequence[Episode],
     replay: SuccessReplay | None,
     rng: random.Random,
-    temperature: float = 1.0,
-    max_grad_norm: float = 0.3,
-    minibatch: int = 32,
-    replay_episodes: int = 4,
-    baseline: str = "none",
-    entropy_coef: float = 0.0,
+    settings: ReinforceSettings = ReinforceSettings(),
     dp: DataParallel = SINGLE,
 ) -> dict[str, float]:
     """The authors' iteration: a step on the fresh batch, then (if any successes are stored) a replay step.
 
     Under data parallelism every process passes the whole batch (and keeps the same replay buffer and ``rng``);
     each scores only its share of the steps."""
+    c = settings
     steps, returns = flatten(episodes)
-    metrics = policy_gradient_step(policy, optimizer, steps, returns, temperature, max_grad_norm, minibatch,
-                                   baseline, entropy_coef, dp)
+    metrics = policy_gradient_step(policy, optimizer, steps, returns, c.temperature, c.max_grad_norm, c.minibatch,
+                                   c.baseline, c.entropy_coef, dp)
     metrics["replay_loss"] = 0.0
     if replay is not None:
         replay.add(episodes)
-        if len(replay) and replay_episodes > 0:
-            r_steps, r_returns = flatten(replay.sample(replay_episodes, rng))
-            r = policy_gradient_step(policy, optimizer, r_steps, r_returns, temperature, max_grad_norm, minibatch,
-                                     "none", entropy_coef, dp)
+        if len(replay) and c.replay_episodes > 0:
+            r_steps, r_returns = flatten(replay.sample(c.replay_episodes, rng))
+            r = policy_gradient_step(policy, optimizer, r_steps, r_returns, c.temperature, c.max_grad_norm,
+                                     c.minibatch, "none", c.entropy_coef, dp)
             metrics["replay_loss"] = r["loss"]
         metrics["replay_size"] = len(replay)
     return metrics

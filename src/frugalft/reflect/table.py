@@ -282,6 +282,8 @@ def cell_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     before a new field existed is still this config's result while the field keeps its default."""
     from frugalft.runs import config_changes
 
+    if isinstance(recorded.get("warmup"), dict):  # keys renamed since the cell was recorded
+        recorded = {**recorded, "warmup": WarmupConfig.upgrade_record(recorded["warmup"])}
     return config_changes(recorded, current, _cell_defaults())
 
 

@@ -6,7 +6,7 @@
                   num_envs / group_size tasks, each played group_size times)
         episodes <- backend.play(players, specs)       # reflect -> prompt -> label -> env step, batched
                     (in this process, or on `workers` Ray actors; the same episodes either way)
-        reinforce_update(...), ppo_update(...) or grpo_update(...)   # (+ success replay for REINFORCE)
+        update(policy, optimizer, episodes, rng)   # REINFORCE (+ success replay), PPO or GRPO: update_rule()
         log metrics; every checkpoint_interval: checkpoint with counters
 
 Scale-out (docs/scaling.md) changes who computes, not what: the loop is handed a rollout backend
@@ -46,14 +46,16 @@ from typing import Any
 import torch
 
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from frugalft.parallel import DataParallel
 from frugalft.parallel import setup as data_parallel
 from frugalft.reflect.backends import RolloutBackend, make_backend, make_vec
 from frugalft.reflect.backends import play as play  # the training rollout, re-exported (Ray workers, tests)
 from frugalft.reflect.evaluate import evaluate
-from frugalft.reflect.grpo import grpo_update
+from frugalft.reflect.grpo import GRPOSettings, grpo_update
 from frugalft.reflect.players import Players, RLConfig, build_players, groups_per_batch, load_lm  # noqa: F401
-from frugalft.reflect.ppo import ppo_update
-from frugalft.reflect.reinforce import SuccessReplay, reinforce_update
+from frugalft.reflect.policy import Policy
+from frugalft.reflect.ppo import PPOSettings, ppo_update
+from frugalft.reflect.reinforce import ReinforceSettings, SuccessReplay, reinforce_update
 from frugalft.reflect.rollout import Episode, EpisodeSpec
 from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
@@ -138,6 +140,27 @@ class _RankRun:
         pass
 
 
+UpdateRule = Callable[[Policy, torch.optim.Optimizer, list[Episode], random.Random], dict[str, float]]
+
+
+def update_rule(config: RLConfig, replay: SuccessReplay | None, dp: DataParallel) -> UpdateRule:
+    """The algorithm's update with its settings read from ``config`` once: ``update(policy, optimizer,
+    episodes, rng) -> metrics``."""
+    c = config
+    shared = {"temperature": c.temperature, "max_grad_norm": c.max_grad_norm, "minibatch": c.minibatch,
+              "entropy_coef": c.entropy_coef}
+    if c.algorithm == "reinforce":
+        rs = ReinforceSettings(**shared, replay_episodes=c.replay_episodes, baseline=c.baseline)
+        return lambda policy, opt, episodes, rng: reinforce_update(policy, opt, episodes, replay, rng, rs, dp)
+    if c.algorithm == "grpo":
+        gs = GRPOSettings(**shared, group_size=c.group_size, normalize_std=c.grpo_normalize_std,
+                          advantage=c.grpo_advantage, kl_coef=c.kl_coef, gamma=c.gamma)
+        return lambda policy, opt, episodes, rng: grpo_update(policy, opt, episodes, gs, dp)
+    ps = PPOSettings(**shared, epochs=c.ppo_epochs, clip=c.ppo_clip, vf_coef=c.vf_coef, kl_coef=c.kl_coef,
+                     gamma=c.gamma, lam=c.gae_lambda)
+    return lambda policy, opt, episodes, rng: ppo_update(policy, opt, episodes, rng, ps, dp)
+
+
 def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
           players: Players | None = None, stop_after: int | None = None, backend: RolloutBackend | None = None,
           on_episodes: Callable[[int, list[Episode]], None] | None = None) -> dict[str, Any]:
@@ -163,6 +186,7 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     replay = SuccessReplay(config.replay_capacity) if config.algorithm == "reinforce" and config.replay_capacity else None
+    update = update_rule(config, replay, dp)
 
     if not dp.is_main:
         run: Any = _RankRun(Path(run_dir.path if isinstance(run_dir, RunDir) else run_dir))
@@ -220,18 +244,7 @@ def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,
             if on_episodes is not None:
                 on_episodes(it, episodes)
             rng = random.Random(f"update-{config.seed}-{it}")
-            if config.algorithm == "reinforce":
-                upd = reinforce_update(policy, optimizer, episodes, replay, rng, config.temperature,
-                                       config.max_grad_norm, config.minibatch, config.replay_episodes,
-                                       config.baseline, config.entropy_coef, dp)
-            elif config.algorithm == "grpo":
-                upd = grpo_update(policy, optimizer, episodes, config.group_size, config.temperature,
-                                  config.max_grad_norm, config.minibatch, config.grpo_normalize_std,
-                                  config.grpo_advantage, config.kl_coef, config.entropy_coef, config.gamma, dp)
-            else:
-                upd = ppo_update(policy, optimizer, episodes, rng, config.temperature, config.max_grad_norm,
-                                 config.minibatch, config.ppo_epochs, config.ppo_clip, config.vf_coef,
-                                 config.kl_coef, config.gamma, config.gae_lambda, config.entropy_coef, dp=dp)
+            upd = update(policy, optimizer, episodes, rng)
             t2 = time.perf_counter()
             episodes_done += len(episodes)
             metrics = {

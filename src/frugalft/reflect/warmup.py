@@ -38,9 +38,9 @@ import contextlib
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -70,16 +70,33 @@ VARIANTS: dict[str, tuple[str | None, str]] = {
 
 @dataclass
 class WarmupConfig:
+    # Keys an older frugalft spelled another way: the config loader's error names the new spelling.
+    RENAMED: ClassVar[dict[str, str]] = {
+        k: "LoRA is now `finetune: lora` with `lora: {r: 16, alpha: 8, dropout: 0.05}`, as in the rl section"
+        for k in ("lora", "lora_r", "lora_alpha", "lora_dropout")}
+
+    @staticmethod
+    def upgrade_record(recorded: dict[str, Any]) -> dict[str, Any]:
+        """A config.yaml recorded before LoRA was spelled one way, in today's keys (so a run made with LoRA is
+        not taken for a full fine-tune on resume, and one made without it still resumes)."""
+        if not isinstance(recorded.get("lora"), bool):
+            return recorded
+        out = {k: v for k, v in recorded.items() if k not in ("lora_r", "lora_alpha", "lora_dropout")}
+        out["finetune"] = "lora" if recorded["lora"] else "full"
+        out["lora"] = {"r": recorded.get("lora_r", 16), "alpha": recorded.get("lora_alpha", 8),
+                       "dropout": recorded.get("lora_dropout", 0.05)}
+        return out
+
     model: str = "tiny"  # base model of both players: embedded name, local directory or hub id
     device: str = "auto"  # auto, cpu, cuda, ...
     dtype: str = "auto"  # auto = bf16 on GPUs that have it, float32 on CPU
     # bf16 matmuls under autocast, weights and optimizer in float32. auto: on CPUs with native bf16
     # (AVX-512 BF16 / AMX), where a tiny model's step is ~1.5x faster; off elsewhere (GPU weights are bf16 anyway).
     autocast: Literal["auto", "off", "bf16"] = "auto"
-    lora: bool = False  # LoRA adapters (merged at the end) instead of training all weights; off for tiny models
-    lora_r: int = 16  # the paper's table: r=16, alpha=8
-    lora_alpha: int = 8
-    lora_dropout: float = 0.05
+    # LoRA adapters (merged into the weights at the end) or all weights: full for tiny models. Spelled as in
+    # RLConfig and SFTConfig.
+    finetune: Literal["full", "lora"] = "full"
+    lora: LoraSettings = field(default_factory=LoraSettings)  # the paper's table: r=16, alpha=8
     reflection_steps: int = 300  # cap on the reflection model's optimizer steps (the paper: ~20k at GPT-2 XL scale)
     policy_steps: int = 300  # cap on the policy's optimizer steps
     batch_size: int = 16  # examples per step
@@ -222,8 +239,8 @@ def _load_base(config: WarmupConfig, start: str | Path | None = None):
     name = str(start) if start is not None else config.model
     lm, tok = load_model(name, device=config.device, dtype=config.dtype, seed=config.seed)
     use_training_attention(lm, config)
-    if config.lora:
-        lm = add_lora(lm, LoraSettings(r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout))
+    if config.finetune == "lora":
+        lm = add_lora(lm, config.lora)
     lm.train()
     return lm, tok
 
