@@ -78,6 +78,13 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert (run / "seed-0" / "rl" / "reflect_rl" / "checkpoints" / "LATEST").exists()
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
+
+    # Data made by another config is not reused: the README's two taxi tables once shared one folder, and the
+    # second silently trained on the first's levels.
+    out = frugalft("rl", "data", "--config", str(tiny_config), "--run-dir", str(run), "--set", "data.levels=[0,1]")
+    assert out.returncode != 0 and "holds warm-up data made with another config (levels: [0] -> [0, 1])" in (
+        out.stderr + out.stdout)
+
     # A finished cell is not redone: eval prints the stored result.
     out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle",
                    "--split", "test")

@@ -209,10 +209,30 @@ def run_data(config: ExperimentConfig, run_dir: str | Path, seed: int, log=print
     data, _, _ = config.for_seed(seed)
     out = seed_dir(run_dir, seed) / "data"
     if (out / "counts.json").exists() and all((out / f"{n}.jsonl").exists() for n in DATASETS):
+        _check_data_config(out, data)
         log(f"data already generated: {out}")
     else:
         generate(data, out, log=log)
     return out
+
+
+def _check_data_config(out: Path, data: DataConfig) -> None:
+    """Reuse warm-up data only for the config that made it (recorded in its config.yaml since 2026-12-06;
+    older folders have no record and are reused as before)."""
+    import yaml
+
+    from frugalft.config import dump_yaml
+    from frugalft.runs import RunError, config_changes
+
+    recorded = out / "config.yaml"
+    if not recorded.exists():
+        return
+    old = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
+    new = yaml.safe_load(dump_yaml(data)) or {}
+    changes = config_changes(old, new, yaml.safe_load(dump_yaml(DataConfig())) or {})
+    if changes:
+        raise RunError(f"{out} holds warm-up data made with another config ({'; '.join(changes)}): use another "
+                       "--run-dir, or delete that folder to generate it again")
 
 
 def run_warmup(config: ExperimentConfig, run_dir: str | Path, seed: int, variant: str, log=print) -> dict:

@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frugalft.atomic import write_json, write_jsonl
+from frugalft.atomic import write_json, write_jsonl, write_text
+from frugalft.config import dump_yaml
 from frugalft.reflect.teachers import Situation, Teacher, TeacherConfig, TeacherError, make_teacher
 
 DATASETS = ("reflection", "policy", "policy_noreflect", "reflection_noneg", "policy_noneg")
@@ -162,6 +163,7 @@ def generate(config: DataConfig, out_dir: str | Path, teacher: Teacher | None = 
     }
     for name in DATASETS:
         write_jsonl(out_dir / f"{name}.jsonl", sets[name])
+    write_text(out_dir / "config.yaml", dump_yaml(config))  # what made these sets (a reuse is checked against it)
     counts = {
         "env": config.env,
         "tasks": len(tasks),
