@@ -107,3 +107,15 @@ def test_cli_verbose_flag_sets_the_switch(monkeypatch):
     assert os.environ[registry.VERBOSE_ENV] == "0"
     assert CliRunner().invoke(app, ["-v", "models"]).exit_code == 0
     assert os.environ[registry.VERBOSE_ENV] == "1"
+
+
+def test_the_sentence_embedder_loads_quietly(monkeypatch, capfd, quiet_after):
+    """`select`'s sentence features once printed transformers' "Loading weights" bar (issue 26 item 6)."""
+    from frugalft.design.features import default_embedder, sentence_embeddings
+
+    monkeypatch.delenv(registry.VERBOSE_ENV, raising=False)
+    monkeypatch.delenv("TRANSFORMERS_VERBOSITY", raising=False)
+    monkeypatch.setattr(registry, "_verbosity_set", False)  # as in a fresh process
+    x = sentence_embeddings(["a prompt", "another one"], default_embedder(), device="cpu")
+    assert x.shape == (2, 384)
+    assert "Loading weights" not in capfd.readouterr().err

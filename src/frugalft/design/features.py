@@ -116,8 +116,9 @@ def embeddings(pool: Pool, kind: str = "sentence", model: str | None = None, emb
 def sentence_embeddings(prompts: list[str], embedder: str, batch_size: int = 64, device: str = "auto") -> np.ndarray:
     from sentence_transformers import SentenceTransformer
 
-    from frugalft.models import resolve_device
+    from frugalft.models import default_library_verbosity, resolve_device
 
+    default_library_verbosity()  # no "Loading weights" bar unless `frugalft -v`, as for the models we load
     st = SentenceTransformer(embedder, device=str(resolve_device(device)), local_files_only=True)
     max_tokens = st.max_seq_length or 512  # encode() truncates to it; a model without a limit gets 512 here
     return st.encode([clip_text(p, max_tokens) for p in prompts], batch_size=batch_size, convert_to_numpy=True,

@@ -75,7 +75,7 @@ def load_model(
     seed: int = 0,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load ``(model, tokenizer)`` by embedded name, local directory or hub id; the model is in eval mode."""
-    _default_verbosity()
+    default_library_verbosity()
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     if name in TINY_SPECS:
@@ -221,7 +221,7 @@ def set_library_verbosity(verbose: bool) -> None:
         hf_logging.set_verbosity_error()
 
 
-def _default_verbosity() -> None:
+def default_library_verbosity() -> None:
     """Once per process, on the first load: quiet unless FRUGALFT_VERBOSE says otherwise. Lazily, not at
     import, so that importing frugalft changes nothing and ``frugalft -v`` (which sets the variable after the
     CLI's modules are imported) still counts."""
