@@ -299,9 +299,21 @@ def check_config(path: str | Path, config: Any, safe_on_resume: Iterable[str] = 
     ``safe_on_resume``; a key also covers the keys below it). A RunError lists the changes, ``key: old -> new``.
     A run directory with nothing to resume (no checkpoint, no metric row) accepts any config."""
     path = Path(path)
-    recorded = path / "config.yaml"
-    if not recorded.exists() or not _has_state(path):
+    if not _has_state(path):
         return
+    safe = {*SAFE_ON_RESUME, *getattr(config, "SAFE_ON_RESUME", ()), *safe_on_resume}
+    changes = recorded_changes(path, config, safe)
+    if changes:
+        raise RunError(f"{path} was made with another config ({'; '.join(changes)}): resuming it would mix the "
+                       "two; rerun with --restart to start this stage over, or without the changes")
+
+
+def recorded_changes(path: str | Path, config: Any, safe: Iterable[str] = ()) -> list[str]:
+    """``config_changes`` between the config.yaml recorded in ``path`` (read in today's keys: the config class's
+    ``upgrade_record``) and ``config``; [] when nothing is recorded there."""
+    recorded = Path(path) / "config.yaml"
+    if not recorded.exists():
+        return []
     try:
         old = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -309,11 +321,7 @@ def check_config(path: str | Path, config: Any, safe_on_resume: Iterable[str] = 
                        "this stage over") from None
     old = getattr(config, "upgrade_record", lambda d: d)(old)  # keys renamed since it was recorded
     new = yaml.safe_load(dump_yaml(config)) or {}
-    safe = {*SAFE_ON_RESUME, *getattr(config, "SAFE_ON_RESUME", ()), *safe_on_resume}
-    changes = config_changes(old, new, _defaults(config), safe)
-    if changes:
-        raise RunError(f"{path} was made with another config ({'; '.join(changes)}): resuming it would mix the "
-                       "two; rerun with --restart to start this stage over, or without the changes")
+    return config_changes(old, new, _defaults(config), safe)
 
 
 def config_changes(old: dict[str, Any], new: dict[str, Any], defaults: dict[str, Any],

@@ -219,17 +219,9 @@ def run_data(config: ExperimentConfig, run_dir: str | Path, seed: int, log=print
 def _check_data_config(out: Path, data: DataConfig) -> None:
     """Reuse warm-up data only for the config that made it (recorded in its config.yaml since 2026-12-06;
     older folders have no record and are reused as before)."""
-    import yaml
+    from frugalft.runs import RunError, recorded_changes
 
-    from frugalft.config import dump_yaml
-    from frugalft.runs import RunError, config_changes
-
-    recorded = out / "config.yaml"
-    if not recorded.exists():
-        return
-    old = yaml.safe_load(recorded.read_text(encoding="utf-8")) or {}
-    new = yaml.safe_load(dump_yaml(data)) or {}
-    changes = config_changes(old, new, yaml.safe_load(dump_yaml(DataConfig())) or {})
+    changes = recorded_changes(out, data)
     if changes:
         raise RunError(f"{out} holds warm-up data made with another config ({'; '.join(changes)}): use another "
                        "--run-dir, or delete that folder to generate it again")
