@@ -13,6 +13,9 @@ from frugalft.eval.curve import (
     CurveConfig,
     CurveError,
     annotation_savings,
+    comparisons,
+    labels_per_task,
+    paired_differences,
     paired_savings_interval,
     summarize,
 )
@@ -111,3 +114,48 @@ def test_summarize_writes_the_paired_interval(tmp_path):
     assert "+25% (b_S = 15, interpolated) [paired 95%: +25%, +25%]" in md
     assert json.loads((tmp_path / "summary.json").read_text())["savings"]["task-balanced"]["savings_hi"] == \
         pytest.approx(0.25)
+
+
+def test_paired_differences_by_hand():
+    # Seeds 0-2 in both (seed 3 only in one: left out). Differences 0.1, 0.2, 0.3 at b = 100: mean 0.2, sd 0.1,
+    # half-width t(0.975, 2) x 0.1 / sqrt(3) = 4.302653 x 0.057735 = 0.248414. At b = 200 both are equal: 0 +- 0.
+    a = {100: {0: 0.5, 1: 0.6, 2: 0.7, 3: 9.0}, 200: {0: 0.8, 1: 0.8, 2: 0.8}}
+    b = {100: {0: 0.4, 1: 0.4, 2: 0.4}, 200: {0: 0.8, 1: 0.8, 2: 0.8}}
+    d = paired_differences({"s": a, "random": b}, "s", "random")
+    assert d[100]["n"] == 3 and d[100]["by_seed"] == pytest.approx([0.1, 0.2, 0.3])
+    assert d[100]["mean"] == pytest.approx(0.2)
+    assert d[100]["lo"] == pytest.approx(0.2 - 0.248414, abs=1e-6) and d[100]["hi"] == pytest.approx(0.448414, abs=1e-6)
+    assert (d[200]["mean"], d[200]["lo"], d[200]["hi"]) == pytest.approx((0.0, 0.0, 0.0))
+
+
+def test_comparisons_pair_within_task_strategies_with_task_random():
+    assert comparisons(["random", "task-random", "task-facility-location", "facility-location", "min-margin"]) == [
+        ("task-random", "random"), ("task-facility-location", "random"), ("facility-location", "random"),
+        ("min-margin", "random"), ("task-facility-location", "task-random")]
+    assert comparisons(["facility-location", "k-center"]) == []  # no random: nothing to pair with
+    assert comparisons(["random", "task-k-center"]) == [("task-k-center", "random")]
+
+
+def test_labels_per_task_sums_over_seeds():
+    rows = [{"strategy": "fl", "budget": 4, "seed": 0, "selected_tasks": {"a": 3, "b": 1}},
+            {"strategy": "fl", "budget": 4, "seed": 1, "selected_tasks": {"a": 4}},
+            {"strategy": "random", "budget": 4, "seed": 0, "selected_tasks": {"b": 2, "c": 2}}]
+    assert labels_per_task(rows) == {"fl": {"4": {"a": 7, "b": 1}}, "random": {"4": {"b": 2, "c": 2}}}
+
+
+def test_summarize_writes_paired_differences_and_label_counts(tmp_path):
+    # The fixture's task-balanced is random + 0.1 on every seed and budget (ROUGE-L; eval_loss + 0.1 too):
+    # a paired difference of exactly +0.1 with a zero-width interval.
+    write_cells(tmp_path)
+    cfg = CurveConfig(strategies=["random", "task-balanced"], budgets=[10, 20], seeds=[0, 1], zero_shot=False,
+                      out=str(tmp_path))
+    result = summarize(cfg, tmp_path)
+    d = result["rougeL"]["paired"]["task-balanced - random"]["20"]
+    assert (d["mean"], d["lo"], d["hi"], d["n"]) == pytest.approx((0.1, 0.1, 0.1, 2))
+    with open(tmp_path / "paired_eval_loss.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["strategy"], r["versus"], r["budget"]) for r in rows] == [("task-balanced", "random", "10"),
+                                                                        ("task-balanced", "random", "20")]
+    assert float(rows[0]["mean_difference"]) == pytest.approx(-0.1) and rows[0]["by_seed"] == "-0.1000 -0.1000"
+    md = (tmp_path / "summary.md").read_text()
+    assert "| task-balanced - random | +0.100 [+0.100, +0.100] | +0.100 [+0.100, +0.100] |" in md

@@ -149,3 +149,25 @@ def test_cli_zero_shot_only(pools):
                                    "sft.finetune=full", "--set", "max_new_tokens=3", "--set", f"out={pools}/cli"])
     assert res.exit_code == 0, res.output
     assert "[1/1] zero-shot b=0:" in res.output and "zero-shot  b=0:" in res.output and "savings" not in res.output
+
+
+def test_a_lora_cell_is_evaluated_merged_with_the_same_numbers(pools):
+    # _evaluate folds the adapter into the weights for speed: the answers and the held-out loss must be those of
+    # the adapter run as it is, and the model must come back unmerged (a later use would otherwise add it twice).
+    from frugalft.eval.generate import generate_answers
+    from frugalft.models import LoraSettings
+
+    cfg = _cfg(pools)
+    cfg.sft = replace(cfg.sft, finetune="lora", lora=LoraSettings(r=4, alpha=8, dropout=0.0), lr=5e-2, max_steps=3)
+    eval_rows = [json.loads(x) for x in (pools / "eval.jsonl").read_text().splitlines()]
+    res = train_sft(SFTConfig(**{**asdict(cfg.sft), "lora": cfg.sft.lora, "out": str(pools / "sft")}),
+                    [("a", "b"), ("c", "d"), ("e", "f")], quiet=True)
+    lora_b = [m for n, m in res.model.named_parameters() if "lora_B" in n]
+    assert lora_b and any(float(p.detach().abs().sum()) > 0 for p in lora_b)  # the adapter is not a no-op
+    want_preds = generate_answers(res.model, res.prompt_format, [r["prompt"] for r in eval_rows], cfg.max_new_tokens)
+    want_loss = C._eval_loss(res.model, res.prompt_format, eval_rows, cfg)
+    cell = C._evaluate(res.model, res.prompt_format, eval_rows, cfg)
+    assert cell["eval_loss"] == pytest.approx(want_loss, rel=1e-5)
+    assert [e["prediction"] for e in cell["examples"]] == want_preds[:5]
+    assert not any(getattr(m, "merged", False) for m in res.model.modules())
+    assert C._eval_loss(res.model, res.prompt_format, eval_rows, cfg) == pytest.approx(want_loss, rel=1e-6)

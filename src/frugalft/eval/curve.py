@@ -202,6 +202,34 @@ def paired_savings_interval(per_seed: dict[str, dict[int, dict[int, float]]], re
     return out
 
 
+def comparisons(strategies: list[str]) -> list[tuple[str, str]]:
+    """The paired comparisons a curve reports, as (strategy, versus): every strategy against random, and every
+    other within-task strategy (``task-*``) against task-random, which shares its quota: that difference is what
+    choosing inside a task adds beyond the split of the budget over tasks."""
+    pairs = [(s, "random") for s in strategies if s != "random" and "random" in strategies]
+    if "task-random" in strategies:
+        pairs += [(s, "task-random") for s in strategies if s.startswith("task-") and s != "task-random"]
+    return pairs
+
+
+def paired_differences(per_seed: dict[str, dict[int, dict[int, float]]], strategy: str,
+                       versus: str) -> dict[int, dict[str, Any]]:
+    """Per budget: ``strategy`` minus ``versus`` seed by seed (the seeds both ran; a cell seed fixes the SFT
+    randomness and both are scored on the same eval prompts), the mean difference and its two-sided 95%
+    Student-t interval over seeds (``intervals.mean_t_interval``), and the differences themselves."""
+    from frugalft.eval.intervals import mean_t_interval
+
+    out: dict[int, dict[str, Any]] = {}
+    for b in sorted(set(per_seed.get(strategy, {})) & set(per_seed.get(versus, {}))):
+        seeds = sorted(set(per_seed[strategy][b]) & set(per_seed[versus][b]))
+        if not seeds:
+            continue
+        diffs = [per_seed[strategy][b][k] - per_seed[versus][b][k] for k in seeds]
+        m, half = mean_t_interval(diffs)
+        out[b] = {"mean": m, "lo": m - half, "hi": m + half, "n": len(seeds), "by_seed": diffs}
+    return out
+
+
 # ------------------------------------------------------------------------------------------------ cells
 
 
@@ -468,6 +496,16 @@ def run_curve(cfg: CurveConfig, log: Callable[[str], Any] = print) -> dict:
 # ------------------------------------------------------------------------------------------- summaries
 
 
+def labels_per_task(rows: list[dict]) -> dict[str, dict[str, dict[str, int]]]:
+    """``{strategy: {budget: {task: labels}}}`` summed over seeds, from the cells' ``selected_tasks``: where each
+    strategy spent its labels (a selector that piles them onto one task shows here first)."""
+    out: dict[str, dict[str, dict[str, int]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(int)))
+    for r in rows:
+        for task, n in r.get("selected_tasks", {}).items():
+            out[r["strategy"]][str(r["budget"])][task] += n
+    return {s: {b: dict(sorted(t.items())) for b, t in d.items()} for s, d in out.items()}
+
+
 def summarize(cfg: CurveConfig, out: Path) -> dict:
     rows = []
     for s in cfg.strategies:
@@ -499,25 +537,36 @@ def summarize(cfg: CurveConfig, out: Path) -> dict:
         entry: dict[str, Any] = {"summary": {s: {str(b): v for b, v in d.items()} for s, d in summary.items()}}
         if zs:
             entry["zero_shot"] = zs
+        per_seed: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+        for r in rows:
+            per_seed[r["strategy"]][r["budget"]][r["seed"]] = r[metric]
+        paired = {f"{s} - {v}": {str(b): d for b, d in paired_differences(per_seed, s, v).items()}
+                  for s, v in comparisons(cfg.strategies)}
+        if paired:
+            _write_csv(out / f"paired{suffix}.csv",
+                       ["strategy", "versus", "budget", "mean_difference", "ci95_lo", "ci95_hi", "n_seeds",
+                        "by_seed"],
+                       [[*name.split(" - "), b, d["mean"], d["lo"], d["hi"], d["n"],
+                         " ".join(f"{x:+.4f}" for x in d["by_seed"])]
+                        for name, per_b in paired.items() for b, d in per_b.items()])
+            entry["paired"] = paired
         if "random" in cfg.strategies:
             # Over the strategies' budgets only: the zero-shot row is not a point of any strategy's curve.
             ref = cfg.reference_budget or max(cfg.budgets)
             sav = annotation_savings({s: {b: v["mean"] for b, v in d.items()} for s, d in summary.items()}, ref,
                                      higher_is_better=higher)
-            per_seed: dict[str, dict[int, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
-            for r in rows:
-                per_seed[r["strategy"]][r["budget"]][r["seed"]] = r[metric]
             for s, v in paired_savings_interval(per_seed, ref, higher_is_better=higher).items():
                 sav[s].update(v)
-            paired = ["savings_lo", "savings_hi", "savings_p_gt0", "savings_seeds"]
+            boot = ["savings_lo", "savings_hi", "savings_p_gt0", "savings_seeds"]
             _write_csv(out / f"savings{suffix}.csv",
-                       ["strategy", "reference_budget", "target", "budget_needed", "status", "savings", *paired],
+                       ["strategy", "reference_budget", "target", "budget_needed", "status", "savings", *boot],
                        [[s, v["reference_budget"], v["target"], v["budget_needed"], v["status"], v["savings"],
-                         *(v[k] for k in paired)] for s, v in sav.items()])
+                         *(v[k] for k in boot)] for s, v in sav.items()])
             entry["savings"] = sav
         plot_curve(summary, metric, out / f"curve{suffix}.png", zero_shot=None if zs is None else zs["mean"])
         result[metric] = entry
     result.update(result[cfg.metric])  # the headline metric's summary and savings at the top level
+    result["labels_per_task"] = labels_per_task(rows)
     write_json(out / "summary.json", result)
     write_text(out / "summary.md", summary_markdown(result, cfg, zero))
     return result
@@ -566,6 +615,26 @@ def summary_markdown(result: dict[str, Any], cfg: CurveConfig, zero: dict | None
             if has_sav:
                 row.append(_savings_text(entry["savings"][s], budgets[0]))
             lines.append("| " + " | ".join(row) + " |")
+        if entry.get("paired"):
+            lines += ["", f"*{metric}, paired by seed*: strategy minus the row it is compared with, seed by seed "
+                      "on the same eval prompts; mean difference [95% t-interval over seeds]", "",
+                      "| comparison | " + " | ".join(f"b={b}" for b in budgets) + " |",
+                      "|" + "---|" * (len(budgets) + 1)]
+            for name, per_b in entry["paired"].items():
+                vals = [per_b.get(str(b)) for b in budgets]
+                lines.append(f"| {name} | " + " | ".join(
+                    "" if v is None else f"{v['mean']:+.3f} [{v['lo']:+.3f}, {v['hi']:+.3f}]" for v in vals) + " |")
+        parts.append("\n".join(lines))
+    labels = result.get("labels_per_task")
+    if labels:
+        tasks = sorted({t for d in labels.values() for c in d.values() for t in c})
+        lines = [f"**Labels per task** (summed over {len(cfg.seeds)} seeds), at the smallest and largest budget", "",
+                 "| strategy | budget | " + " | ".join(tasks) + " | tasks covered |", "|" + "---|" * (len(tasks) + 3)]
+        for s, d in labels.items():
+            for b in sorted({budgets[0], budgets[-1]}):
+                c = d.get(str(b), {})
+                lines.append(f"| {s} | {b} | " + " | ".join(str(c.get(t, 0)) for t in tasks)
+                             + f" | {sum(1 for t in tasks if c.get(t))} |")
         parts.append("\n".join(lines))
     if zero is not None:  # which tasks the base model can already do: the ones fine-tuning cannot show much on
         lines = [f"**{ZERO_SHOT_LABEL}, per task** ({zero['n_eval']} eval prompts)", "",
