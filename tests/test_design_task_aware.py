@@ -191,6 +191,14 @@ def test_task_facility_location_uses_each_tasks_own_width(tmp_path):
     assert widths["wide"] == pytest.approx(fl.auto_sigma(u[:60], 5, seed=2)[0], rel=1e-6)
     assert widths["tight"] == pytest.approx(fl.auto_sigma(u[60:], 5, seed=2)[0], rel=1e-6)
     assert widths["wide"] > 10 * widths["tight"]
+    # What chose each width is kept (the candidate curves of that task's auto_sigma run) and drawn, one panel a task.
+    curves = sel.extras["task_sigma_curves"]
+    assert curves["tight"] == fl.auto_sigma(u[60:], 5, seed=2)[1] and set(curves) == {"wide", "tight"}
+    assert len(sel.extras["gains"]) == 10
+    from frugalft.design.plots import gains_plot
+
+    gains_plot(sel, tmp_path / "gains.png")
+    assert (tmp_path / "gains.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     ada = select_prompts(pool, "task-facility-location", 100, params={"features": _features(tmp_path, x),
                                                                      "kernel": "adaptive"})
     assert sorted(ada.indices.tolist()) == list(range(100)) and set(ada.extras["task_adaptive_sigma_median"]) == \

@@ -247,7 +247,7 @@ def task_facility_location(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
     _fl_settings(ctx.params)
     codes, names, quota = _task_quota(ctx)
     x = ctx.embeddings()
-    parts, sigma, widths = [], {}, {}
+    parts, sigma, widths, curves = [], {}, {}, {}
     for t, q in enumerate(quota.tolist()):
         if q:
             rows = np.flatnonzero(codes == t)
@@ -255,10 +255,16 @@ def task_facility_location(ctx: Context) -> tuple[np.ndarray, np.ndarray]:
             parts.append((rows[local], gains))
             if "sigma" in info:
                 sigma[names[t]] = info["sigma"]
+            if "sigma_curves" in info:
+                curves[names[t]] = info["sigma_curves"]
             if "adaptive_sigma_median" in info:
                 widths[names[t]] = info["adaptive_sigma_median"]
     if sigma:  # not "sigma": that key holds one number (the CLI prints it, the gains plot reads it)
         ctx.extras["task_sigma"] = sigma
+    if curves:  # each task's candidate-width curves: the gains plot draws what chose each task's width
+        ctx.extras["task_sigma_curves"] = curves
     if widths:
         ctx.extras["task_adaptive_sigma_median"] = widths
-    return _interleave(parts)
+    picks, gains = _interleave(parts)
+    ctx.extras["gains"] = gains
+    return picks, gains

@@ -321,6 +321,10 @@ def run_cell(cfg: CurveConfig, pool, eval_rows: list[dict], strategy: str, budge
     sel = select_prompts(pool, strategy, budget, seed=seed, params=cfg.strategy_params.get(strategy),
                          model=cfg.selection_model or cfg.sft.model)
     sel.save(out / "selections" / f"{cell_name(strategy, budget, seed)}.jsonl")
+    if "gains" in sel.extras:  # greedy selections: what chose the kernel width, beside the picks
+        from frugalft.design.plots import gains_plot
+
+        gains_plot(sel, out / "selections" / f"{cell_name(strategy, budget, seed)}.gains.png")
     t_select = time.perf_counter() - t0
     picked = pool.rows(sel.indices)  # annotate: the pool's reference responses stand in for annotators
     sft_cfg = SFTConfig(**{**asdict(cfg.sft), "lora": cfg.sft.lora, "seed": seed,
