@@ -267,7 +267,7 @@ RULES: tuple[Rule, ...] = (
     Rule("$(which frugalft) rl train", SKIP, reason="4 GPUs (accelerate --multi_gpu)"),
     Rule("frugalft scale score", SKIP, reason="8 Ray workers"),
     Rule("frugalft scale greedi", SKIP, reason="8 Ray workers"),
-    Rule("$(which frugalft) scale sft", SKIP, reason="4 GPUs (accelerate --multi_gpu)"),
+    Rule("$(which frugalft) sft -c", SKIP, reason="4 GPUs (accelerate --multi_gpu)"),
 )
 
 

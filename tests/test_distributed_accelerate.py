@@ -1,5 +1,5 @@
 """SFT under ``accelerate launch`` with 2 CPU processes (gloo) matches the single-process loss, step by step;
-and the accelerate loop run alone is the SFT helper's ``train_sft`` (same losses, dropout included)."""
+and ``train_sft`` handed a one-process Accelerator takes the plain run's steps (same weights, dropout included)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from frugalft.distributed.accelerate_sft import rows_of, split_pairs, train_sft_accelerate
 from frugalft.sft.data import pad_batch
-from frugalft.sft.train import SFTConfig, train_sft
+from frugalft.sft.train import SFTConfig, rows_of, run_sft
 from two_processes import launch_two_cpu_processes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
@@ -54,26 +53,33 @@ def test_rows_split_a_batch_without_loss_or_overlap():
     assert (empty.labels == -100).all()  # a process without rows still runs, with no loss tokens
 
 
-def test_one_process_loop_is_train_sft(tmp_path):
-    cfg = _config(tmp_path, "ref")
-    train_sft(cfg, *split_pairs(cfg), quiet=True)  # as `frugalft sft` splits the file
-    out = train_sft_accelerate(replace(cfg, out=str(tmp_path / "acc1")), *split_pairs(cfg), quiet=True)
+def test_one_process_accelerator_takes_the_plain_steps(tmp_path):
+    import torch
+
+    cfg = _config(tmp_path, "ref", save_model=True)
+    ref = run_sft(cfg, quiet=True, distributed=False)  # as `frugalft sft` runs in one process
+    out = run_sft(replace(cfg, out=str(tmp_path / "acc1")), quiet=True, distributed=True)
     _reset_accelerate()
-    assert out["processes"] == 1
+    assert out.processes == 1 and ref.processes == 1
     assert _losses(tmp_path / "acc1") == pytest.approx(_losses(tmp_path / "ref"), abs=1e-6)
+    # sum * 1 / N back-propagated is the mean loss, bit for bit: the same weights
+    for (name, a), b in zip(ref.model.state_dict().items(), out.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.slow  # ~30-50 s: the launcher and two processes each import torch and transformers
-def test_two_process_accelerate_launch_matches_one_process(tmp_path):
+@pytest.mark.parametrize("entry", [["frugalft.distributed.accelerate_sft"], ["frugalft.cli.main", "sft"]],
+                         ids=["module", "cli"])
+def test_two_process_accelerate_launch_matches_one_process(tmp_path, entry):
     yaml = tmp_path / "sft.yaml"
     yaml.write_text("".join(f"{k}: {json.dumps(v)}\n" for k, v in vars(_config(tmp_path, "two")).items()
                             if not isinstance(v, dict) and k != "lora"))
     def reference() -> None:
         cfg = _config(tmp_path, "one")
-        train_sft_accelerate(cfg, *split_pairs(cfg), disable_dropout=True, quiet=True)
+        run_sft(cfg, disable_dropout=True, quiet=True, distributed=True)
         _reset_accelerate()
 
-    stdout = launch_two_cpu_processes(["frugalft.distributed.accelerate_sft", "-c", str(yaml), "--no-dropout"],
+    stdout = launch_two_cpu_processes([*entry, "-c", str(yaml), "--no-dropout"],
                                       reference)
     assert "on 2 processes" in stdout
     one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")

@@ -176,28 +176,11 @@ def greedi_cmd(
         typer.echo(f"exact greedy F = {cmp['exact']:.4f}; GreeDi / exact = {cmp['ratio']:.4f}")
 
 
-@app.command("sft")
-def sft_cmd(
-    config: Path = ConfigOption,
-    overrides: list[str] = SetOption,
-    run_dir: Path = run_dir_option(None, "Run directory (default: the config's out)."),
-    no_dropout: bool = typer.Option(False, "--no-dropout", help="Dropout off: runs comparable across layouts."),
-) -> None:
-    """SFT on every process of `accelerate launch ... $(which frugalft) scale sft -c sft.yaml` (DDP)."""
-    import os
+def _sft_alias() -> None:
+    """`scale sft` is `frugalft sft` (one SFT command; it runs data-parallel when accelerate launched it)."""
+    from frugalft.cli.sft import sft_cmd
 
-    from frugalft.distributed.accelerate_sft import split_pairs, train_sft_accelerate
-    from frugalft.sft.train import SFTConfig, SFTError
+    app.command("sft", hidden=True, help="The same as `frugalft sft` (kept for old scripts).")(sft_cmd)
 
-    cfg = resolve_config(SFTConfig, config, overrides)
-    if run_dir is not None:
-        cfg.out = str(run_dir)
-    if not cfg.train:
-        fail("the config needs train: a prompt/response file (--set train=pairs.jsonl)")
-    try:
-        out = train_sft_accelerate(cfg, *split_pairs(cfg), disable_dropout=no_dropout)
-    except (SFTError, ValueError, FileNotFoundError) as e:
-        fail(str(e))
-    if int(os.environ.get("RANK", "0")) == 0:
-        typer.echo(f"sft done: {out['steps']} steps on {out['processes']} processes, train loss "
-                   f"{out['train_loss']:.4f}")
+
+_sft_alias()

@@ -21,32 +21,25 @@ from frugalft.cli.options import (
 SFTRunDirOption = run_dir_option(None, "Run directory (default: the config's out).")
 
 
-def _pairs(path: str, prompt_field: str, response_field: str) -> list[tuple[str, str]]:
-    from frugalft.design import DesignError, load_pool
-
-    try:
-        pool = load_pool(path, id_field=None, prompt_field=prompt_field, task_field=None,
-                         response_field=response_field)
-    except DesignError as e:
-        fail(str(e))
-    if not pool.has_responses:
-        fail(f"{path}: no {response_field!r} field (choose it with --set response_field=NAME)")
-    responses = pool.table.column("response").to_pylist()
-    missing = [i + 1 for i, r in enumerate(responses) if r is None or not r.strip()]
-    if missing:
-        fail(f"{path}: row {missing[0]} has an empty {response_field!r} ({len(missing)} rows in all)")
-    return list(zip(pool.prompts(), responses, strict=True))
+NoDropoutOption = typer.Option(False, "--no-dropout",
+                               help="Dropout off: runs on different process layouts are then comparable.")
 
 
 def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = SFTRunDirOption,
-            report: str = ReportToOption, restart: bool = RestartOption) -> None:
+            report: str = ReportToOption, restart: bool = RestartOption, no_dropout: bool = NoDropoutOption) -> None:
     """Fine-tune a model (LoRA or full) on prompt/response pairs; loss on the response tokens only.
 
     e.g. frugalft sft -c src/frugalft/configs/sft/tiny.yaml --set train=runs/pool/pool.jsonl --run-dir runs/sft-tiny
+
+    Under `accelerate launch ... $(which frugalft) sft -c CONFIG` every process takes its rows of each batch (DDP).
     """
+    import os
+
     from frugalft.checkpoint import CheckpointError
+    from frugalft.parallel import launched_processes
     from frugalft.runs import RunError, claim_run
-    from frugalft.sft import SFTConfig, SFTError, train_sft
+    from frugalft.sft import SFTConfig, SFTError
+    from frugalft.sft.train import run_sft
 
     cfg = resolve_config(SFTConfig, config, overrides)
     if run_dir is not None:
@@ -54,25 +47,18 @@ def sft_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_d
     cfg.report_to = report_to(report, cfg.report_to)  # the run directory reports as its config says
     if not cfg.train:
         fail("no training data: --set train=FILE (JSONL, CSV, Parquet or a datasets directory)")
-    pairs = _pairs(cfg.train, cfg.prompt_field, cfg.response_field)
-    if cfg.eval:
-        eval_pairs = _pairs(cfg.eval, cfg.prompt_field, cfg.response_field)
-    else:  # hold out a seeded share of the training file
-        import random
-
-        order = list(range(len(pairs)))
-        random.Random(cfg.seed).shuffle(order)
-        k = int(round(cfg.eval_fraction * len(pairs)))
-        eval_pairs = [pairs[i] for i in order[:k]]
-        pairs = [pairs[i] for i in order[k:]]
+    main = int(os.environ.get("RANK", "0")) == 0
     try:
-        claim_run(cfg.out, restart)
-        result = train_sft(cfg, pairs, eval_pairs)
+        if main:  # one process owns the run directory (the others write nothing)
+            claim_run(cfg.out, restart)
+        result = run_sft(cfg, disable_dropout=no_dropout)
     except (SFTError, CheckpointError, RunError) as e:
         fail(str(e))
-    typer.echo(f"{result.steps} steps, train loss {result.train_loss:.4f}, eval loss "
-               f"{result.eval_loss if result.eval_loss is None else round(result.eval_loss, 4)}, "
-               f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
+    if main:
+        where = f" on {result.processes} processes" if launched_processes() > 1 else ""
+        typer.echo(f"{result.steps} steps{where}, train loss {result.train_loss:.4f}, eval loss "
+                   f"{result.eval_loss if result.eval_loss is None else round(result.eval_loss, 4)}, "
+                   f"{result.tokens_per_s:.0f} tokens/s; run in {cfg.out}")
 
 
 def curve_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = SFTRunDirOption,

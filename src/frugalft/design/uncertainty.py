@@ -1,7 +1,8 @@
 """Uncertainty of the base model's own greedy answer to each prompt, all scores from one batched pass.
 
-The loop decodes greedily with a KV cache, left-padded batches of similar length, and a cap on new tokens; a
-prefix that a batch's prompts share is run once, and rows leave the batch as soon as their answer ends.
+The base model decodes greedily (``frugalft.models.decode``: a KV cache, left-padded batches of similar length,
+a cap on new tokens); a prefix that a batch's prompts share is run once, and rows leave the batch as soon as
+their answer ends.
 At each step it keeps only what the scores need from the (batch, vocab) distribution p_t: its entropy and its
 two largest log-probabilities (the greedy token is the top one). Nothing of vocabulary size is stored, unlike
 ``generate(output_scores=True)``. Per prompt, over the T generated tokens (the end-of-sequence token counts):
@@ -92,8 +93,11 @@ def score_batch(model, batch: list[list[int]], pad_id: int, stops: set[int], max
     The prefix all rows share (a chat template's system prompt, typically) is run once at batch 1 and its cache
     copied to every row; the rest is left-padded after it, so every row's next token lands in the last column.
     Rows that emit a stop token leave the batch (and its cache) at once: no step is spent on a finished answer.
+    The loop is ``frugalft.models.decode``'s; each step here keeps the scores' running sums.
     """
     import torch
+
+    from frugalft.models.decode import DecodeStep, decode
 
     dev = model.device
     b = len(batch)
@@ -105,47 +109,25 @@ def score_batch(model, batch: list[list[int]], pad_id: int, stops: set[int], max
     for r, s in enumerate(batch):
         ids[r, width - (len(s) - p):] = torch.tensor(s[p:])
         mask[r, p + width - (len(s) - p):] = 1
-    ids, mask = ids.to(dev), mask.to(dev)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)[:, p:]
-    stop = torch.tensor(sorted(stops), device=dev, dtype=torch.long)
     ent_sum, lp_sum, margin_sum = (torch.zeros(b, dtype=torch.float64, device=dev) for _ in range(3))
     max_ent = torch.full((b,), -torch.inf, dtype=torch.float64, device=dev)
     min_margin = torch.full((b,), torch.inf, dtype=torch.float64, device=dev)
     length = torch.zeros(b, dtype=torch.long, device=dev)
-    live = torch.arange(b, device=dev)  # original row of each row still decoding
-    tokens: list[list[int]] = [[] for _ in range(b)]
+
+    def choose(step: DecodeStep) -> torch.Tensor:
+        ent, lp, margin, nxt = step_stats(step.logits)
+        ent, lp, margin, live = ent.double(), lp.double(), margin.double(), step.rows
+        ent_sum.index_add_(0, live, ent)
+        lp_sum.index_add_(0, live, lp)
+        margin_sum.index_add_(0, live, margin)
+        max_ent[live] = torch.maximum(max_ent[live], ent)
+        min_margin[live] = torch.minimum(min_margin[live], margin)
+        length[live] += 1
+        return nxt
+
     with torch.inference_mode():
-        cache = None
-        if p:
-            cache = model(input_ids=ids.new_tensor([batch[0][:p]]), use_cache=True, logits_to_keep=1).cache
-            cache.batch_repeat_interleave(b)
-        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=cache, use_cache=True,
-                    logits_to_keep=1)
-        for step in range(max_new_tokens):
-            ent, lp, margin, nxt = step_stats(out.logits[:, -1])
-            ent, lp, margin = ent.double(), lp.double(), margin.double()
-            ent_sum.index_add_(0, live, ent)
-            lp_sum.index_add_(0, live, lp)
-            margin_sum.index_add_(0, live, margin)
-            max_ent[live] = torch.maximum(max_ent[live], ent)
-            min_margin[live] = torch.minimum(min_margin[live], margin)
-            length[live] += 1
-            if return_tokens:
-                for r, t in zip(live.tolist(), nxt.tolist(), strict=True):
-                    tokens[r].append(t)
-            if step == max_new_tokens - 1:
-                break
-            going = ~torch.isin(nxt, stop)
-            if not going.all():
-                if not going.any():
-                    break
-                keep = going.nonzero()[:, 0]
-                live, nxt, mask, pos = live[keep], nxt[keep], mask[keep], pos[keep]
-                out.cache.batch_select_indices(keep)
-            mask = torch.cat([mask, mask.new_ones((len(live), 1))], dim=1)
-            pos = pos[:, -1:] + 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos, cache=out.cache,
-                        use_cache=True)
+        new = decode(model, ids.to(dev), mask.to(dev), max_new_tokens, choose, sorted(stops), pad_id,
+                     prefix_ids=batch[0][:p], drop_finished=True)
     t = length.double()
     scores = {
         "mean_entropy": ent_sum / t,
@@ -157,7 +139,9 @@ def score_batch(model, batch: list[list[int]], pad_id: int, stops: set[int], max
         "length": t,
     }
     scores = {k: v.cpu().numpy() for k, v in scores.items()}
-    return (scores, tokens) if return_tokens else scores
+    if not return_tokens:
+        return scores
+    return scores, [row[:n] for row, n in zip(new.tolist(), length.tolist(), strict=True)]
 
 
 def score_prompts(model, tok, prompts: list[str], max_new_tokens: int = 32, batch_size: int = 32,

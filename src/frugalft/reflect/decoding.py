@@ -24,8 +24,6 @@ On CPU the same step code runs eagerly (no graphs, no buckets); tests check it t
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,10 +32,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from frugalft.models.decode import DecodeStep, decode
 from frugalft.reflect.policy import attention_backends
 
 
-# ---- sampling and the loop decoder (transformers' forward once per token) ----------------------------------
+# ---- sampling and the loop decoder (frugalft.models.decode: transformers' forward once per token) ----------
 def sample_from_logits(logits: torch.Tensor, temperature: float, generators: Sequence[torch.Generator] | None = None,
                        live: Sequence[bool] | None = None, u: torch.Tensor | None = None) -> torch.Tensor:
     """One token per row: greedy when ``temperature <= 0``, else a draw by inverse CDF from softmax(logits/T).
@@ -79,48 +78,16 @@ def _decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Ten
             temperature: float, eos_id: int, pad_id: int,
             generators: Sequence[torch.Generator] | None = None,
             uniforms: torch.Tensor | None = None) -> torch.Tensor:
-    positions = (attention_mask.cumsum(1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
-                logits_to_keep=1)
-    batch = input_ids.shape[0]
-    done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
-    next_pos = positions[:, -1:] + 1
-    mask = attention_mask
-    new: list[torch.Tensor] = []
     if uniforms is not None:
         uniforms = uniforms.to(device=input_ids.device, dtype=torch.float32)
-    for t in range(max_new_tokens):
+
+    def choose(step: DecodeStep) -> torch.Tensor:
         if uniforms is not None:
-            token = sample_from_logits(out.logits[:, -1], temperature, u=uniforms[:, t:t + 1])
-        else:
-            live = (~done).tolist() if generators is not None else None
-            token = sample_from_logits(out.logits[:, -1], temperature, generators, live)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
-        new.append(token)
-        done |= token == eos_id
-        if bool(done.all()) or len(new) == max_new_tokens:
-            break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=mask.device)], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=mask, position_ids=next_pos, use_cache=True,
-                    **_cache_kwargs(model, out))
-        next_pos = next_pos + 1
-    if not new:
-        return torch.zeros((batch, 0), dtype=torch.long, device=input_ids.device)
-    return torch.stack(new, dim=1)
+            return sample_from_logits(step.logits, temperature, u=uniforms[:, step.t:step.t + 1])
+        live = step.live.tolist() if generators is not None else None  # an ended row's stream must not advance
+        return sample_from_logits(step.logits, temperature, generators, live)
 
-
-def _cache_kwargs(model: nn.Module, out: object) -> dict[str, object]:
-    """The KV cache argument by its name in this transformers version (``cache`` in 5.x, ``past_key_values``
-    before)."""
-    if _takes_cache(type(model)):
-        return {"cache": out.cache}  # type: ignore[attr-defined]
-    return {"past_key_values": out.past_key_values}  # type: ignore[attr-defined]
-
-
-@functools.cache
-def _takes_cache(model_type: type) -> bool:
-    """Whether ``model_type.forward`` has a ``cache`` parameter; once per class, not once per decoded token."""
-    return "cache" in inspect.signature(model_type.forward).parameters
+    return decode(model, input_ids, attention_mask, max_new_tokens, choose, [eos_id], pad_id)
 
 
 # ---- counter-based uniforms ------------------------------------------------------------------------------

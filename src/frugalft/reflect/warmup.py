@@ -59,6 +59,7 @@ from frugalft.reflect.prompts import (
 from frugalft.reflect.reflection import Reflector
 from frugalft.runs import RunDir, check_config, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
+from frugalft.sft.loop import optimizer_steps
 
 # Which JSONL sets each warm-up variant trains on: (reflection set or None, policy set).
 VARIANTS: dict[str, tuple[str | None, str]] = {
@@ -302,9 +303,10 @@ def autocast_context(config: WarmupConfig, device: torch.device) -> contextlib.A
 
 def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: int, config: WarmupConfig,
          run: RunDir, log, validation: Validation | None = None, lengths: list[int] | None = None) -> dict[str, Any]:
-    """The SFT loop shared by both players: seeded batches, clipping, metrics, checkpoints, resume, and (with
-    ``validation``) periodic validation, the best weights kept in ``<run>/best``, early stopping. ``lengths``:
-    each training example's tokens (for ``config.length_groups``), indexed like the examples."""
+    """The warm-up recipe both players share, around ``frugalft.sft.loop``'s optimizer steps: seeded batches,
+    metrics, checkpoints, resume, and (with ``validation``) periodic validation, the best weights kept in
+    ``<run>/best``, early stopping. ``lengths``: each training example's tokens (for ``config.length_groups``),
+    indexed like the examples."""
     train_lengths = [lengths[i] for i in train_idx] if lengths is not None else None
     params = [p for p in lm.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -345,19 +347,17 @@ def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: i
     stopped = None
     if validation is not None and start == 0:
         validate(0)  # the starting point, so the curve begins at the untrained model
-    for step in progress(range(start, steps), f"warm-up {name}"):
-        idx = [train_idx[i] for i in batch_indices(len(train_idx), config.batch_size, config.seed, step,
-                                                   train_lengths, config.length_groups)]
-        with autocast:
-            loss = loss_of(idx)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
-        opt.step()
-        window.append(loss.item())
+    batches = ((step, [train_idx[i] for i in batch_indices(len(train_idx), config.batch_size, config.seed, step,
+                                                           train_lengths, config.length_groups)])
+               for step in range(start, steps))
+    for out in progress(optimizer_steps(batches, lambda idx: (loss_of(idx), None), params, opt,
+                                        grad_clip=config.grad_clip, autocast=autocast),
+                        f"warm-up {name}", total=steps - start):
+        step = out.step
+        window.append(out.loss)
         if (step + 1) % config.log_every == 0 or step + 1 == steps or step == 0:  # step 1: the starting loss
-            run.log_metrics(step + 1, loss=sum(window) / len(window), grad_norm=grad_norm, examples_per_s=len(window) *
-                            config.batch_size / max(time.time() - t0, 1e-9))
+            run.log_metrics(step + 1, loss=sum(window) / len(window), grad_norm=out.grad_norm,
+                            examples_per_s=len(window) * config.batch_size / max(time.time() - t0, 1e-9))
             window, t0 = [], time.time()
         done = step + 1 == steps
         if validation is not None and ((step + 1) % config.eval_every == 0 or done) and validate(step + 1):

@@ -149,3 +149,34 @@ def packed_batch(rows: Sequence[Sequence[Example]], pad_id: int, dtype: torch.dt
     allowed |= torch.eye(T, dtype=torch.bool)  # a pad position attends to itself: no all-masked softmax rows
     mask = torch.zeros((B, 1, T, T), dtype=dtype).masked_fill(~allowed[:, None], torch.finfo(dtype).min)
     return Batch(ids, labels, mask, positions, n_tokens)
+
+
+def load_pairs(path: str, prompt_field: str = "prompt", response_field: str = "response") -> list[tuple[str, str]]:
+    """(prompt, response) pairs of a file in any pool format (JSONL, CSV, Parquet, a datasets directory). A
+    missing response field or an empty response raises ``ValueError`` naming the file (and the row)."""
+    from frugalft.design.pools import load_pool
+
+    pool = load_pool(path, id_field=None, prompt_field=prompt_field, task_field=None, response_field=response_field)
+    if not pool.has_responses:
+        raise ValueError(f"{path}: no {response_field!r} field (choose it with --set response_field=NAME)")
+    responses = pool.table.column("response").to_pylist()
+    missing = [i + 1 for i, r in enumerate(responses) if r is None or not r.strip()]
+    if missing:
+        raise ValueError(f"{path}: row {missing[0]} has an empty {response_field!r} ({len(missing)} rows in all)")
+    return list(zip(pool.prompts(), responses, strict=True))
+
+
+def split_pairs(train: str, eval: str = "", eval_fraction: float = 0.05, seed: int = 0,
+                prompt_field: str = "prompt", response_field: str = "response",
+                ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train and held-out pairs: the ``eval`` file, or a seeded ``eval_fraction`` of ``train`` (then the
+    training pairs come in the shuffled order)."""
+    import random
+
+    pairs = load_pairs(train, prompt_field, response_field)
+    if eval:
+        return pairs, load_pairs(eval, prompt_field, response_field)
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    k = int(round(eval_fraction * len(pairs)))
+    return [pairs[i] for i in order[k:]], [pairs[i] for i in order[:k]]

@@ -1,6 +1,6 @@
 """Supervised fine-tuning on prompt/response pairs, loss on the response tokens only.
 
-One loop, top to bottom: load the model (+ LoRA), tokenize, then for each step take the next batch of a
+One recipe, top to bottom: load the model (+ LoRA), tokenize, then for each step take the next batch of a
 seeded per-epoch permutation, compute the loss, step AdamW with warmup + cosine decay, and log, evaluate and
 checkpoint on schedule. The batch order is a pure function of (seed, epoch), and checkpoints carry the
 optimizer, scheduler and RNG states, so a run resumed at step N ends bit-identical to an uninterrupted one.
@@ -12,16 +12,24 @@ prompt positions' logits would be thrown away anyway).
 Metrics (``metrics.jsonl``): ``loss`` (train, mean over response tokens since the last log), ``eval_loss``
 (held-out, mean over response tokens), ``tokens_per_s`` (real, non-pad tokens through forward + backward),
 ``lr``, ``grad_norm`` (before clipping); ``report_to`` mirrors them to TensorBoard or W&B (frugalft.runs).
+
+**Several processes** (``accelerate launch ... frugalft sft``; DDP, or FSDP by accelerate's config): every
+process builds the same global batch, process r takes rows r, r+W, ... (W processes), computes the *summed*
+response-token loss of its rows and back-propagates ``sum_r * W / N`` (N: the global batch's response
+tokens). DDP averages gradients over the W processes, so the update is exactly the gradient of the
+one-process loss ``sum / N``: losses and weights match the one-process run up to float rounding (dropout
+aside: its masks depend on the process layout; ``--no-dropout`` makes runs comparable). Only process 0 writes
+the run directory. The optimizer step itself is ``frugalft.sft.loop``'s, the warm-up's too.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +37,7 @@ import torch.nn.functional as F
 from frugalft.atomic import atomic_path
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, count_parameters, load_model
+from frugalft.parallel import launched_processes
 from frugalft.runs import RunDir, progress
 from frugalft.seeding import seed_everything
 from frugalft.sft.data import (
@@ -40,7 +49,9 @@ from frugalft.sft.data import (
     pack_rows,
     packed_batch,
     pad_batch,
+    split_pairs,
 )
+from frugalft.sft.loop import optimizer_steps
 
 
 class SFTError(ValueError):
@@ -121,6 +132,36 @@ def heldout_loss(model: torch.nn.Module, batches: Sequence[Batch]) -> float:
     return total / max(count, 1)
 
 
+class ResponseLoss(torch.nn.Module):
+    """The LM behind one ``forward``: a batch's summed response-token loss and its count (what DDP wraps)."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        return response_loss(self.model, batch, reduction="sum")
+
+
+def response_tokens(batch: Batch) -> int:
+    return int((batch.labels[:, 1:] != IGNORE).sum())
+
+
+def rows_of(batch: Batch, rank: int, world: int) -> Batch:
+    """Process ``rank``'s rows of a global batch (``rank::world``); a rank left without rows gets row 0 with
+    no loss tokens, so every process still runs forward and backward (DDP needs all of them)."""
+    idx = torch.arange(rank, batch.input_ids.shape[0], world)
+    if len(idx) == 0:
+        idx = torch.tensor([0])
+        labels = torch.full_like(batch.labels[idx], IGNORE)
+    else:
+        labels = batch.labels[idx]
+    mask = batch.attention_mask[idx]
+    n_tokens = int(mask.sum()) if mask.dim() == 2 else batch.n_tokens * len(idx) // max(batch.input_ids.shape[0], 1)
+    return Batch(batch.input_ids[idx], labels, mask, None if batch.position_ids is None else batch.position_ids[idx],
+                 n_tokens)
+
+
 # ------------------------------------------------------------------------------------------------ data
 
 
@@ -180,20 +221,35 @@ class SFTResult:
     eval_loss: float | None
     tokens_per_s: float  # over the whole run (real tokens / training seconds)
     seconds: float
+    processes: int = 1  # data-parallel processes (accelerate launch)
 
 
 def train_sft(cfg: SFTConfig, train_pairs: Sequence[tuple[str, str]],
-              eval_pairs: Sequence[tuple[str, str]] = (), quiet: bool = False) -> SFTResult:
-    """Fine-tune ``cfg.model`` on (prompt, response) pairs; returns the trained model and a summary."""
+              eval_pairs: Sequence[tuple[str, str]] = (), quiet: bool = False, accelerator: Any = None,
+              disable_dropout: bool = False) -> SFTResult:
+    """Fine-tune ``cfg.model`` on (prompt, response) pairs; returns the trained model and a summary.
+
+    accelerator: an ``accelerate.Accelerator`` (``accelerate launch``): data-parallel over its processes, each
+    taking rows ``rank::world`` of every global batch (``rows_of``); see the module docstring. Every process
+    returns the same summary; only process 0 writes the run directory. disable_dropout: dropout off (its masks
+    depend on the process layout, so runs on different layouts are then comparable)."""
     if not train_pairs:
         raise SFTError("no training examples")
     if cfg.batch_size < 1 or cfg.max_len < 8:
         raise SFTError("batch_size must be >= 1 and max_len >= 8")
-    seed_everything(cfg.seed)
-    model, tok = load_model(cfg.model, device=cfg.device, dtype=cfg.dtype, seed=cfg.seed)
+    acc = accelerator
+    rank, world = (acc.process_index, acc.num_processes) if acc is not None else (0, 1)
+    main = acc is None or acc.is_main_process
+    seed_everything(cfg.seed)  # the same seed everywhere: identical initial weights (DDP also broadcasts them)
+    model, tok = load_model(cfg.model, device=str(acc.device) if acc is not None else cfg.device, dtype=cfg.dtype,
+                            seed=cfg.seed)
     if cfg.finetune == "lora":
         model = add_lora(model, cfg.lora)
     model.train()
+    if disable_dropout:
+        for m in model.modules():
+            if isinstance(m, torch.nn.Dropout):
+                m.p = 0.0
     fmt = PromptFormat(tok, cfg.chat_template, cfg.plain_template)
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
@@ -210,53 +266,93 @@ def train_sft(cfg: SFTConfig, train_pairs: Sequence[tuple[str, str]],
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, int(cfg.warmup_ratio * total)))
 
-    run = RunDir(cfg.out, config=cfg, resume=cfg.resume)
+    run = RunDir(cfg.out, config=cfg, resume=cfg.resume) if main else None  # it clears a killed run's leftovers
+    if acc is not None:
+        acc.wait_for_everyone()
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(run.checkpoints)) is not None:
-        start = load_checkpoint(ckpt, model, optimizer, scheduler)["step"]
-        run.truncate_metrics(start)
-        run.log.info("resumed from %s", ckpt)
-    trainable, n_params = count_parameters(model)
-    run.log.info("sft: %d train / %d eval examples, %d steps, %d of %d parameters trainable, chat=%s, packing=%s",
-                 len(train_ex), len(eval_ex), total, trainable, n_params, fmt.chat, cfg.packing)
+    if cfg.resume and (ckpt := latest_checkpoint(Path(cfg.out) / "checkpoints")) is not None:
+        start = load_checkpoint(ckpt, model, optimizer, scheduler)["step"]  # every process reads the same files
+    if run is not None:
+        if start:
+            run.truncate_metrics(start)
+            run.log.info("resumed from %s", ckpt)
+        trainable, n_params = count_parameters(model)
+        run.log.info("sft: %d train / %d eval examples, %d steps, %d of %d parameters trainable, chat=%s, "
+                     "packing=%s, %d process(es) on %s", len(train_ex), len(eval_ex), total, trainable, n_params,
+                     fmt.chat, cfg.packing, world, device)
+    # The summed response-token loss of a batch, behind one forward, so DDP (or FSDP) can wrap it.
+    forward = acc.prepare(ResponseLoss(model)) if acc is not None else ResponseLoss(model)
+
+    def loss_of(full: Batch) -> tuple[torch.Tensor, tuple[torch.Tensor, int, int]]:
+        """This process's share of the global batch; back-propagating ``sum * world / N`` (N: the global batch's
+        response tokens) makes DDP's mean over processes the gradient of the one-process loss ``sum / N``."""
+        n_total = response_tokens(full)
+        mine = (rows_of(full, rank, world) if world > 1 else full).to(device)
+        loss_sum, _ = forward(mine)
+        return loss_sum * world / max(n_total, 1), (loss_sum.detach(), n_total, mine.n_tokens)
 
     win_loss, win_tok, win_n = 0.0, 0, 0  # log window: summed loss, response tokens, real tokens
     win_time, train_time, all_tokens = 0.0, 0.0, 0
     last_loss, last_eval = float("nan"), None
-    stream = _batch_stream(train_ex, cfg, start, pad_id, dtype)
-    for step, batch in progress(stream, "SFT steps", total=max(0, total - start)):
-        if step > total:
-            break
-        t0 = time.perf_counter()
-        batch = batch.to(device)
-        loss, n_resp = response_loss(model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        dt = time.perf_counter() - t0
-        win_time += dt
-        train_time += dt
-        all_tokens += batch.n_tokens
-        win_loss += float(loss.detach()) * n_resp
+    batches = itertools.takewhile(lambda sb: sb[0] <= total, _batch_stream(train_ex, cfg, start, pad_id, dtype))
+    steps = optimizer_steps(batches, loss_of, params, optimizer, grad_clip=cfg.grad_clip, scheduler=scheduler,
+                            backward=acc.backward if acc is not None else None)
+    for out in progress(steps, "SFT steps", total=max(0, total - start), disable=not main):
+        step, (loss_sum, n_resp, n_tokens) = out.step, out.info
+        if acc is not None and world > 1:  # the global batch's loss and tokens, for the logs
+            loss_sum = acc.reduce(loss_sum.float(), reduction="sum")
+            n_tokens = int(acc.reduce(torch.tensor(n_tokens, device=device), reduction="sum"))
+        win_time += out.seconds
+        train_time += out.seconds
+        all_tokens += n_tokens
+        win_loss += float(loss_sum)
         win_tok += n_resp
-        win_n += batch.n_tokens
+        win_n += n_tokens
         if step % cfg.log_every == 0 or step == total:
             last_loss = win_loss / max(win_tok, 1)
-            run.log_metrics(step, loss=last_loss, tokens_per_s=win_n / max(win_time, 1e-9),
-                            lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm))
-            if not quiet:
-                run.log.info("step %d/%d loss %.4f %.0f tok/s", step, total, last_loss, win_n / max(win_time, 1e-9))
+            if run is not None:
+                run.log_metrics(step, loss=last_loss, tokens_per_s=win_n / max(win_time, 1e-9),
+                                lr=scheduler.get_last_lr()[0], grad_norm=float(out.grad_norm),
+                                **({"processes": world} if acc is not None else {}))
+                if not quiet:
+                    run.log.info("step %d/%d loss %.4f %.0f tok/s", step, total, last_loss,
+                                 win_n / max(win_time, 1e-9))
             win_loss, win_tok, win_n, win_time = 0.0, 0, 0, 0.0
         if eval_batches and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
-            last_eval = heldout_loss(model, [b.to(device) for b in eval_batches])
-            run.log_metrics(step, eval_loss=last_eval)
-        if cfg.save_every >= 0 and ((cfg.save_every and step % cfg.save_every == 0) or step == total):
+            last_eval = heldout_loss(model, [b.to(device) for b in eval_batches])  # small: every process
+            if run is not None:
+                run.log_metrics(step, eval_loss=last_eval)
+        if run is not None and cfg.save_every >= 0 and ((cfg.save_every and step % cfg.save_every == 0)
+                                                        or step == total):
             save_checkpoint(run.checkpoints, step, model, optimizer, scheduler)
+        if acc is not None:
+            acc.wait_for_everyone()  # no process races ahead of a checkpoint being written
     model.eval()
-    if cfg.save_model:
+    if run is not None and cfg.save_model:
         with atomic_path(Path(cfg.out) / "model") as tmp:
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-    return SFTResult(model, tok, fmt, total, last_loss, last_eval, all_tokens / max(train_time, 1e-9), train_time)
+    if acc is not None:
+        acc.wait_for_everyone()
+        acc.end_training()
+    return SFTResult(model, tok, fmt, total, last_loss, last_eval, all_tokens / max(train_time, 1e-9), train_time,
+                     world)
+
+
+def run_sft(cfg: SFTConfig, quiet: bool = False, disable_dropout: bool = False,
+            distributed: bool | None = None) -> SFTResult:
+    """SFT of ``cfg`` on its ``train`` file (held-out pairs from ``eval`` or a seeded ``eval_fraction``), on
+    one process or on every process of an ``accelerate launch`` (``distributed=None``: as this process was
+    started). A bad file raises ``SFTError`` naming it."""
+    try:
+        train_pairs, eval_pairs = split_pairs(cfg.train, cfg.eval, cfg.eval_fraction, cfg.seed, cfg.prompt_field,
+                                              cfg.response_field)
+    except ValueError as e:
+        raise SFTError(str(e)) from None
+    accelerator = None
+    if distributed if distributed is not None else launched_processes() > 1:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator(cpu=cfg.device == "cpu")
+    return train_sft(cfg, train_pairs, eval_pairs, quiet=quiet, accelerator=accelerator,
+                     disable_dropout=disable_dropout)
