@@ -1,4 +1,5 @@
-"""``frugalft scale rl-train | score | greedi | sft``: the same recipes on a Ray cluster or several processes.
+"""``frugalft scale rl-train | score | greedi``: the same recipes on a Ray cluster or several processes.
+(``scale sft`` is a hidden alias of ``frugalft sft``, which runs data-parallel under ``accelerate launch``.)
 
 ``rl-train`` is ``frugalft rl train`` for a bare RLConfig YAML (no experiment, no warm-up stage): the same
 loop, ``--workers`` and ``--ray-address`` set the config's ``workers`` / ``ray_address``.
