@@ -223,3 +223,18 @@ def test_a_run_recorded_with_the_old_lora_keys_is_read_in_the_new_ones(tmp_path)
 
 def yaml_of(config: object) -> dict:
     return yaml.safe_load(dump_yaml(config))
+
+
+def test_yaml_booleans_spell_a_choice_named_off_or_on(tmp_path):
+    """YAML 1.1 reads `off` as False: `--set warmup.autocast=off` (and `autocast: off` in a file) is the choice "off",
+    not an error; a bool where no choice is spelled like it stays an error."""
+    from frugalft.reflect.warmup import WarmupConfig
+    from frugalft.sft.train import SFTConfig
+
+    assert load_config(WarmupConfig, None, ["autocast=off"]).autocast == "off"
+    path = tmp_path / "w.yaml"
+    path.write_text("autocast: off\n")
+    assert load_config(WarmupConfig, path, []).autocast == "off"
+    assert load_config(SFTConfig, None, ["chat_template=off"]).chat_template == "off"
+    with pytest.raises(ConfigError, match="autocast: True is not one of"):
+        load_config(WarmupConfig, None, ["autocast=yes"])  # no choice is spelled "on" / "yes"

@@ -214,6 +214,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(errors[0])
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
     if origin is typing.Literal:
+        if isinstance(value, bool) and value not in typing.get_args(tp):
+            # YAML 1.1 reads off / on / no / yes as booleans: `--set warmup.autocast=off` means the choice "off".
+            spelled = [c for c in typing.get_args(tp) if isinstance(c, str)
+                       and c.lower() in (("on", "yes", "true") if value else ("off", "no", "false"))]
+            value = spelled[0] if len(spelled) == 1 else value
         if value not in typing.get_args(tp):
             raise ConfigError(f"{key}: {value!r} is not one of {list(typing.get_args(tp))}")
         return value
