@@ -5,9 +5,10 @@
 
 The table's own diagnostics look for the next command's text in a reflection ("go west"); the TextWorld teacher
 writes the direction as "... leads out of this room, westward", so they cannot see it. This script plays the
-oracle on the test games of the evaluation levels, lets each seed's warmed-up reflection model write (greedy, as
-in RL and evaluation) and counts, over the states where the oracle's next command is a move: how often the
-model's direction is the teacher's, and how often it is the way back (the exit the player came in by).
+oracle on the evaluation split's games (``frugalft.reflect.table.oracle_states``, as the table's reflection
+quality does), lets each seed's warmed-up reflection model write (greedy, as in RL and evaluation) and counts,
+over the states where the oracle's next command is a move: how often the model's direction is the teacher's,
+and how often it is the way back (the exit the player came in by).
 """
 
 from __future__ import annotations
@@ -20,9 +21,7 @@ from pathlib import Path
 from frugalft.config import load_config
 from frugalft.reflect.players import load_lm
 from frugalft.reflect.reflection import Reflector
-from frugalft.reflect.table import ExperimentConfig, seed_dir
-from frugalft.reflect.teachers import make_teacher
-from frugalft.reflect.warmup_data import env_family, make_env, situation_of
+from frugalft.reflect.table import ExperimentConfig, oracle_states, seed_dir
 
 OPPOSITE = {"north": "south", "south": "north", "east": "west", "west": "east"}
 
@@ -33,32 +32,21 @@ def direction(text: str | None) -> str | None:
 
 
 def measure(config: ExperimentConfig, run_dir: Path, seed: int) -> dict[str, float]:
-    data, _, rl = config.for_seed(seed)
+    _, _, rl = config.for_seed(seed)
     lm, tok = load_lm(config.model, str(seed_dir(run_dir, seed) / "warmup" / "reflect" / "reflection" / "model"),
                       rl, "reflection")
     reflector = Reflector(lm, tok, max_new_tokens=rl.reflection_tokens, temperature=0.0)
-    teacher = make_teacher(data.teacher)
-    env = make_env(config.env, split="test", **config.env_kwargs)
-    levels = config.eval.levels if config.eval.levels is not None else env.levels
-    states, refs, back = [], [], []
-    for level in levels:
-        for task_id in env.task_ids("test", level)[: config.eval.max_tasks]:
-            obs, info = env.reset(seed=seed, options={"task_id": task_id})
-            done, came_by = False, None
-            while not done:
-                states.append(info["parts"])
-                refs.append(teacher.reflect(situation_of(env_family(config.env), env, obs, info)))
-                back.append(OPPOSITE.get(came_by))
-                action = env.oracle_action()
-                came_by = action.split()[-1] if action.startswith("go ") else None
-                obs, _, terminated, truncated, info = env.step(action)
-                done = terminated or truncated
+    played = oracle_states(config, seed)
+    # The way back: the opposite of the move that entered this room (none at an episode's start or after a non-move).
+    back = [None if o.step == 0 or not prev.action.startswith("go ") else OPPOSITE.get(prev.action.split()[-1])
+            for prev, o in zip([played[0], *played[:-1]], played, strict=True)]
     written: list[str] = []
-    for i in range(0, len(states), 32):
-        written += [w or "" for w in reflector.reflect(states[i: i + 32])]
-    moves = [(w, r, b) for w, r, b in zip(written, refs, back, strict=True) if direction(r) is not None]
+    for i in range(0, len(played), 32):
+        written += [w or "" for w in reflector.reflect([o.parts for o in played[i: i + 32]])]
+    moves = [(w, o.reflection, b) for w, o, b in zip(written, played, back, strict=True)
+             if direction(o.reflection) is not None]
     with_back = [(w, b) for w, _, b in moves if b is not None]
-    return {"seed": seed, "states": len(states), "move_states": len(moves),
+    return {"seed": seed, "states": len(played), "move_states": len(moves),
             "direction_as_teacher": sum(direction(w) == direction(r) for w, r, _ in moves) / max(len(moves), 1),
             "names_the_way_back": sum(direction(w) == b for w, b in with_back) / max(len(with_back), 1)}
 

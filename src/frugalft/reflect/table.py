@@ -422,6 +422,39 @@ def token_f1(generated: str, reference: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+@dataclass
+class OracleState:
+    parts: dict[str, str]  # what the players read
+    reflection: str  # the teacher's reflection of that state
+    action: str  # the oracle's action there
+    step: int  # its index in the episode (0: the episode's first state)
+
+
+def oracle_states(config: ExperimentConfig, seed: int) -> list[OracleState]:
+    """Every state of the oracle's episodes on the evaluation tasks (``eval.split``, ``eval.levels``,
+    ``eval.max_tasks``), with the data config's teacher's reflection and the oracle's action."""
+    from frugalft.reflect.teachers import make_teacher
+    from frugalft.reflect.warmup_data import env_family, make_env, situation_of
+
+    data, _, _ = config.for_seed(seed)
+    teacher = make_teacher(data.teacher)
+    family = env_family(config.env)
+    env = make_env(config.env, split=config.eval.split, **config.env_kwargs)
+    levels = config.eval.levels if config.eval.levels is not None else env.levels
+    out: list[OracleState] = []
+    for level in levels:
+        for task_id in env.task_ids(config.eval.split, level)[: config.eval.max_tasks]:
+            obs, info = env.reset(seed=seed, options={"task_id": task_id})
+            done, step = False, 0
+            while not done:
+                reflection = teacher.reflect(situation_of(family, env, obs, info))
+                action = env.oracle_action()
+                out.append(OracleState(info["parts"], reflection, action, step))
+                obs, _, terminated, truncated, info = env.step(action)
+                done, step = terminated or truncated, step + 1
+    return out
+
+
 def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int, variant: str, log=print) -> dict:
     """How close the warmed-up reflection model's reflections are to the teacher's, on the oracle's test states.
 
@@ -432,31 +465,17 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
     """
     from frugalft.reflect.players import load_lm
     from frugalft.reflect.reflection import Reflector
-    from frugalft.reflect.teachers import make_teacher
-    from frugalft.reflect.warmup_data import env_family, make_env, situation_of
     from frugalft.seeding import seed_everything
 
     out = seed_dir(run_dir, seed) / "eval" / f"reflection_quality_{variant}.json"
     if out.exists():
         return json.loads(out.read_text(encoding="utf-8"))
-    data, _, rl = config.for_seed(seed)
+    _, _, rl = config.for_seed(seed)
     model_dir = seed_dir(run_dir, seed) / "warmup" / variant / "reflection" / "model"
     lm, tok = load_lm(config.model, str(model_dir), rl, "reflection")
     reflector = Reflector(lm, tok, max_new_tokens=rl.reflection_tokens, temperature=rl.reflection_temperature)
-    teacher = make_teacher(data.teacher)
-    family = env_family(config.env)
-    env = make_env(config.env, split=config.eval.split, **config.env_kwargs)
-    levels = config.eval.levels if config.eval.levels is not None else env.levels
-    states, references = [], []
-    for level in levels:
-        for task_id in env.task_ids(config.eval.split, level)[: config.eval.max_tasks]:
-            obs, info = env.reset(seed=seed, options={"task_id": task_id})
-            done = False
-            while not done:
-                states.append(info["parts"])
-                references.append(teacher.reflect(situation_of(family, env, obs, info)))
-                obs, _, terminated, truncated, info = env.step(env.oracle_action())
-                done = terminated or truncated
+    played = oracle_states(config, seed)
+    states, references = [o.parts for o in played], [o.reflection for o in played]
     seed_everything(seed)
     generated: list[str] = []
     for i in range(0, len(states), 16):
