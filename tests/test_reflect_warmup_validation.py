@@ -212,6 +212,35 @@ def test_policy_set_rewritten_with_the_models_own_reflections(sets, tmp_path):
     assert again.read_text() == out.read_text()
 
 
+def test_policy_settings_reuse_the_reflection_model_and_a_set_made_otherwise_is_refused(sets, tmp_path):
+    from dataclasses import replace
+
+    from frugalft.runs import RunError
+
+    cfg = WarmupConfig(model="tiny-test", device="cpu", reflection_steps=2, batch_size=4, val_fraction=0.0,
+                       reflection_tokens=6, seed=3)
+    model = train_reflection(cfg, sets / "reflection.jsonl", tmp_path / "reflection", log=lambda *a: None)
+    weights = (model / "model.safetensors").read_bytes()
+    # The policy's own settings do not touch the reflection model: it is reused as it is.
+    probe = replace(cfg, policy_steps=900, policy_reflections="teacher", reflection_temperature=0.0,
+                    policy_init="reflection", policy_loss="full_vocab")
+    logs: list[str] = []
+    assert train_reflection(probe, sets / "reflection.jsonl", tmp_path / "reflection", log=logs.append) == model
+    assert any("already trained" in m for m in logs) and (model / "model.safetensors").read_bytes() == weights
+    # Any setting it reads is a change: refused, naming it.
+    with pytest.raises(RunError, match=r"lr: 0.001 -> 0.01"):
+        train_reflection(replace(cfg, lr=0.01), sets / "reflection.jsonl", tmp_path / "reflection")
+    # The model-written policy set records its temperature: a set sampled at another one is not handed back.
+    out = model_reflections(cfg, model, sets / "policy.jsonl", tmp_path / "p.jsonl", log=lambda *a: None)
+    assert json.loads((tmp_path / "p.json").read_text())["reflection_temperature"] == 1.0
+    assert model_reflections(cfg, model, sets / "policy.jsonl", out) == out  # the same settings: reused
+    before = out.read_text()
+    with pytest.raises(RunError, match=r"p.jsonl was written with other settings \(reflection_temperature: "
+                                       r"1.0 -> 0.0\)"):
+        model_reflections(replace(cfg, reflection_temperature=0.0), model, sets / "policy.jsonl", out)
+    assert out.read_text() == before
+
+
 def test_environment_tokenizer_keeps_the_map_a_grid_and_labels_single_tokens():
     import frugalft.envs as envs
     from frugalft.models.env_tokenizer import env_tokenizer

@@ -35,6 +35,7 @@ reading of the paper.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import random
 import time
@@ -57,7 +58,7 @@ from frugalft.reflect.prompts import (
     encode_reflection_example,
 )
 from frugalft.reflect.reflection import Reflector
-from frugalft.runs import RunDir, check_config, progress, read_jsonl_lines
+from frugalft.runs import RunDir, RunError, check_config, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
 from frugalft.sft.loop import optimizer_steps
 
@@ -67,6 +68,11 @@ VARIANTS: dict[str, tuple[str | None, str]] = {
     "reflect_noneg": ("reflection_noneg.jsonl", "policy_noneg.jsonl"),  # Reflect-RL without negative examples
     "noreflect": (None, "policy_noreflect.jsonl"),  # SFT (+RL) without reflection
 }
+
+# Settings the reflection model's training never reads: a trained reflection model is reused when only these
+# changed (a probe of the policy's warm-up on the same reflection model), and refused for any other change.
+POLICY_ONLY: tuple[str, ...] = ("policy_steps", "policy_reflections", "reflection_temperature", "policy_init",
+                                "policy_loss")
 
 
 @dataclass
@@ -418,7 +424,7 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
     """SFT of the reflection model on ``data`` (a reflection JSONL); returns the saved model directory."""
     out = Path(out)
     if (out / "model" / "config.json").exists():
-        check_config(out, config)  # a finished stage is reused only for the config that made it
+        check_config(out, config, POLICY_ONLY)  # reused only for the config that made it (its own settings)
         log(f"reflection model already trained: {out / 'model'}")
         return out / "model"
     seed_everything(config.seed)
@@ -521,9 +527,18 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
 def model_reflections(config: WarmupConfig, reflection_model: Path, data: str | Path, out: Path,
                       log=print) -> Path:
     """``data`` (a policy JSONL) with each row's reflection rewritten by the trained reflection model, sampled at
-    ``config.reflection_temperature``; the teacher's text is kept as ``teacher_reflection``."""
+    ``config.reflection_temperature``; the teacher's text is kept as ``teacher_reflection``. What made the set
+    (temperature, token cap, seed) is recorded beside it, and a set made otherwise is refused, not reused."""
+    made_by = {"reflection_temperature": config.reflection_temperature,
+               "reflection_tokens": config.reflection_tokens, "seed": config.seed}
+    record = out.with_suffix(".json")
     if out.exists():
-        return out
+        recorded = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
+        if recorded is not None and recorded != made_by:
+            changes = "; ".join(f"{k}: {recorded.get(k)} -> {v}" for k, v in made_by.items() if recorded.get(k) != v)
+            raise RunError(f"{out} was written with other settings ({changes}): delete it (and the policy trained "
+                           "on it) to write it again, or use another run directory")
+        return out  # (a set written before sets were recorded is reused as before)
     from frugalft.runs import read_jsonl_lines as _lines
 
     lm, tok = load_model(str(reflection_model), device=config.device, dtype=config.dtype, seed=config.seed)
@@ -541,6 +556,7 @@ def model_reflections(config: WarmupConfig, reflection_model: Path, data: str | 
         written += reflector.reflect([r["parts"] for r in chunk], gens)
     rewritten = [{**r, "teacher_reflection": r["reflection"], "reflection": w or ""}
                  for r, w in zip(rows, written, strict=True)]
+    write_json(record, made_by)  # first: a set without its record is never one of today's
     write_jsonl(out, rewritten)
     exact = sum(r["reflection"].strip() == r["teacher_reflection"].strip() for r in rewritten) / max(len(rows), 1)
     log(f"policy warm-up set with the reflection model's own reflections: {out} ({len(rows)} rows, "
