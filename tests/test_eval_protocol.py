@@ -142,6 +142,12 @@ def test_a_cell_is_reused_field_by_field(tmp_path):
     with pytest.raises(ValueError, match="fingerprint 0123456789abcdef != "):
         _reuse(out, cell)
     assert _reuse(tmp_path / "missing.json", cell) is None
+    # The split is the cell's path, not its config (rl eval --split valid and a valid table share cells); the
+    # extra task sets change only their own cells.
+    config.eval.max_tasks = 20
+    config.eval.split, config.eval.extra = "valid", {"paper": {"task_set": "paper"}}
+    assert cell_config(config, 0, "sft") == cell
+    assert cell_config(config, 0, "sft", "paper")["eval"]["extra"] == {"paper": {"task_set": "paper"}}
 
 
 def test_a_section_key_the_table_fills_is_refused_not_ignored():
@@ -156,3 +162,32 @@ def test_a_section_key_the_table_fills_is_refused_not_ignored():
         ExperimentConfig(warmup=WarmupConfig(seed=3))
     with pytest.raises(ValueError, match=r"rl.labels: \['a', 'b'\] \(the table sets it from `warmup.labels`"):
         ExperimentConfig(rl=RLConfig(labels=["a", "b"]))
+
+
+def test_two_run_directories_compare_paired_on_the_same_tasks(tmp_path):
+    import json
+
+    from frugalft.reflect.table import compare_runs
+
+    def cell(run: str, seed: int, success: list[int], tasks: list[str], split: str = "valid") -> None:
+        path = tmp_path / run / f"seed-{seed}" / "eval" / split / "reflect_rl.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed, "outcomes": {"success": success, "task_id": tasks}}))
+
+    tasks = ["t0", "t1", "t2", "t3"]
+    cell("a", 0, [1, 1, 0, 0], tasks)
+    cell("b", 0, [0, 1, 0, 0], tasks)
+    cell("a", 1, [1, 1, 1, 1], tasks)
+    cell("b", 1, [1, 1, 1, 0], tasks)
+    cell("a", 2, [1, 1, 1, 1], tasks)  # seed 2 only in A: not a paired seed
+    cell("b", 0, [1, 1, 1, 1], tasks, split="test")  # another split's file is never read
+    c = compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl")
+    assert c.seeds == [0, 1] and c.by_seed == {0: 0.25, 1: 0.25}
+    assert (c.success_a, c.success_b, c.difference) == (0.75, 0.5, 0.25)
+    # every resample of two seeds whose differences are 1, 0, 0, 0 per episode: at least 0, at most 0.75
+    assert 0.0 <= c.ci_lo <= 0.25 <= c.ci_hi <= 0.75
+    cell("b", 1, [1, 1, 1, 0], ["t0", "t1", "t3", "t2"])
+    with pytest.raises(ValueError, match="different task lists"):
+        compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl")
+    with pytest.raises(ValueError, match="no seed of .* has a test evaluation of reflect_rl in both"):
+        compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl", split="test")

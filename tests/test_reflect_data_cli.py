@@ -72,9 +72,9 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert "| SFT only | 1 |" in table.split("Paired comparisons")[1]  # Reflect-RL minus SFT only, paired
     cell = json.loads((run / "seed-0" / "eval" / "test" / "oracle.json").read_text())
     assert cell["split"] == "test" and cell["outcomes"]["success"] == [1, 1] and len(cell["fingerprint"]) == 16
-    quality = json.loads((run / "seed-0" / "eval" / "reflection_quality_reflect.json").read_text())
-    assert 0.0 <= quality["word_f1"] <= 1.0 and quality["states"] > 0
-    assert "| Reflect-RL warm-up |" in table  # the reflection-quality diagnostic
+    quality = json.loads((run / "seed-0" / "eval" / "test" / "reflection_quality_reflect.json").read_text())
+    assert 0.0 <= quality["word_f1"] <= 1.0 and quality["states"] > 0 and quality["split"] == "test"
+    assert "| Reflect-RL warm-up |" in table and "the oracle's test states" in table  # reflection quality
     assert (run / "seed-0" / "rl" / "reflect_rl" / "checkpoints" / "LATEST").exists()
     assert (run / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -94,6 +94,18 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert out.returncode == 0 and "valid split" in out.stdout, out.stderr
     valid = json.loads((run / "seed-0" / "eval" / "valid" / "oracle.json").read_text())
     assert valid["split"] == "valid" and not set(valid["outcomes"]["task_id"]) & set(cell["outcomes"]["task_id"])
+    # The same table on valid: its own cells and its own reflection quality, never the test table's.
+    out = frugalft("rl", "table", "--config", str(tiny_config), "--run-dir", str(run), "--set", "eval.split=valid")
+    assert out.returncode == 0, out.stderr
+    assert "the oracle's valid states" in (run / "table.md").read_text()
+    valid_quality = json.loads((run / "seed-0" / "eval" / "valid" / "reflection_quality_reflect.json").read_text())
+    assert valid_quality["split"] == "valid" and valid_quality["made_by"]["split"] == "valid"
+    assert json.loads((run / "seed-0" / "eval" / "test" / "reflection_quality_reflect.json").read_text()) == quality
+    # rl compare: a run against itself differs by exactly 0 on every seed
+    out = frugalft("rl", "compare", str(run), str(run), "--method", "reflect_rl", "--method", "oracle")
+    assert out.returncode == 0, out.stderr
+    assert "| Reflect-RL | 1 |" in out.stdout and "| +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
+    assert "| oracle | 1 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
     # A cell made by another config is never handed back as this config's result.
     out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle",
                    "--split", "test", "--set", "eval.max_tasks=3")

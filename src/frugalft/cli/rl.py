@@ -1,4 +1,5 @@
-"""``frugalft rl data | warmup | train | eval | table``: Reflect-RL's stages, each from one experiment config.
+"""``frugalft rl data | warmup | train | eval | table | compare``: Reflect-RL's stages, each from one experiment
+config, and the comparison of two run directories (a probe's two settings) on valid.
 
 Every command reads the same YAML (an ``ExperimentConfig``: env, model, seeds, methods and the data, warmup,
 rl and eval sections; see ``src/frugalft/configs/rl/``) and works in one run directory laid out as
@@ -240,6 +241,31 @@ def eval_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_
     typer.echo(f"{method}: success {100 * row['success']:.1f}% [{100 * row['success_ci_lo']:.1f}, "
                f"{100 * row['success_ci_hi']:.1f}] on the {split} split, return {row['return']:.3f} over "
                f"{row['episodes']} episodes ({eval_path(run, seed, method, split)})")
+
+
+@app.command("compare")
+def compare_cmd(run_a: Path = typer.Argument(..., help="Run directory of setting A (e.g. a probe's candidate)."),
+                run_b: Path = typer.Argument(..., help="Run directory of setting B (e.g. the shipped setting)."),
+                methods: list[str] = typer.Option(["reflect_rl"], "--method",
+                                                  help="Method(s) to compare (repeat the option)."),
+                split: str = typer.Option("valid", "--split", help="The evaluation split both runs were read on."),
+                ) -> None:
+    """A minus B, method by method, paired episode by episode over the seeds both ran, with a 95% hierarchical
+    bootstrap interval: how a setting is chosen on valid between two run directories."""
+    from frugalft.reflect.table import TITLES, compare_runs
+
+    lines = [f"A = {run_a}, B = {run_b}, {split} split", "",
+             "| method | seeds | A % | B % | A minus B, points [95% CI] | by seed |", "|---|---|---|---|---|---|"]
+    for method in methods:
+        method = _method(method)
+        try:
+            c = compare_runs(run_a, run_b, method, split)
+        except ValueError as e:
+            fail(str(e))
+        by_seed = " / ".join(f"{100 * d:+.1f}" for d in c.by_seed.values())
+        lines.append(f"| {TITLES[method]} | {len(c.seeds)} | {100 * c.success_a:.1f} | {100 * c.success_b:.1f} | "
+                     f"{100 * c.difference:+.1f} [{100 * c.ci_lo:+.1f}, {100 * c.ci_hi:+.1f}] | {by_seed} |")
+    typer.echo("\n".join(lines))
 
 
 @app.command("table")

@@ -263,13 +263,16 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     return rl
 
 
-def cell_config(config: ExperimentConfig, seed: int, method: str) -> dict[str, Any]:
+def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str | None = None) -> dict[str, Any]:
     """Everything that makes a cell's result: the seed's stage configs, the evaluation settings and the method
-    (not the list of other methods, seeds or tracking), as plain JSON values."""
+    (not the list of other methods, seeds or tracking), as plain JSON values. Not the split, which the cell's
+    path and row name (so `rl eval --split valid` and a table with `eval.split: valid` share their cells), nor,
+    for the main evaluation, the extra task sets (a cell of ``task_set`` keeps them: its tasks are defined there)."""
     from frugalft.config import to_dict
 
     data, warm, rl = config.for_seed(seed)
-    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl), "eval": to_dict(config.eval),
+    ev = {k: v for k, v in to_dict(config.eval).items() if k != "split" and (k != "extra" or task_set is not None)}
+    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl), "eval": ev,
                 "match": config.match_noreflect_steps, "method": method}
     return json.loads(json.dumps(snapshot, sort_keys=True, default=str))
 
@@ -337,8 +340,9 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
     cell = cell_config(config, seed, method)
     out = eval_path(run_dir, seed, method, split)
     extras = {name: eval_path(run_dir, seed, method, split, name) for name in config.eval.extra}
+    extra_cells = {name: cell_config(config, seed, method, name) for name in extras}
     done = _reuse(out, cell)
-    if done is not None and all(_reuse(p, cell) is not None for p in extras.values()):
+    if done is not None and all(_reuse(p, extra_cells[n]) is not None for n, p in extras.items()):
         return done
     t0 = time.time()
     variant, does_rl = PLAN[method]
@@ -360,8 +364,8 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
                     backend.close()
     row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, cell, t0, None, log)
     for name, path in extras.items():
-        if _reuse(path, cell) is None:
-            _evaluate_cell(config, agent, rl, seed, method, split, path, cell, time.time(), name, log)
+        if _reuse(path, extra_cells[name]) is None:
+            _evaluate_cell(config, agent, rl, seed, method, split, path, extra_cells[name], time.time(), name, log)
     return row
 
 
@@ -456,7 +460,8 @@ def oracle_states(config: ExperimentConfig, seed: int) -> list[OracleState]:
 
 
 def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int, variant: str, log=print) -> dict:
-    """How close the warmed-up reflection model's reflections are to the teacher's, on the oracle's test states.
+    """How close the warmed-up reflection model's reflections are to the teacher's, on the oracle's states of the
+    evaluation split (``eval.split``).
 
     Plays the oracle on the evaluation tasks; in each state the reflection model writes a reflection (sampled at
     the RL temperature, as during RL) and the teacher of the data config writes its own. Reported: exact match
@@ -467,10 +472,16 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
     from frugalft.reflect.reflection import Reflector
     from frugalft.seeding import seed_everything
 
-    out = seed_dir(run_dir, seed) / "eval" / f"reflection_quality_{variant}.json"
-    if out.exists():
-        return json.loads(out.read_text(encoding="utf-8"))
     _, _, rl = config.for_seed(seed)
+    # Kept per split, with the settings that made it: a file of another split or decoding is recomputed, never
+    # handed back (a valid-split probe's numbers used to stand in for the test table's in the same directory).
+    made_by = {"split": config.eval.split, "levels": config.eval.levels, "max_tasks": config.eval.max_tasks,
+               "reflection_temperature": rl.reflection_temperature, "reflection_tokens": rl.reflection_tokens}
+    out = seed_dir(run_dir, seed) / "eval" / config.eval.split / f"reflection_quality_{variant}.json"
+    if out.exists():
+        kept = json.loads(out.read_text(encoding="utf-8"))
+        if kept.get("made_by") == made_by:
+            return kept
     model_dir = seed_dir(run_dir, seed) / "warmup" / variant / "reflection" / "model"
     lm, tok = load_lm(config.model, str(model_dir), rl, "reflection")
     reflector = Reflector(lm, tok, max_new_tokens=rl.reflection_tokens, temperature=rl.reflection_temperature)
@@ -484,7 +495,7 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
     shifted = references[1:] + references[:1]
     floor = [token_f1(a, b) for a, b in zip(references, shifted, strict=True)]
     result = {
-        "variant": variant, "seed": seed, "states": len(states),
+        "variant": variant, "seed": seed, "split": config.eval.split, "made_by": made_by, "states": len(states),
         "exact": sum(g.strip() == r.strip() for g, r in zip(generated, references, strict=True)) / len(states),
         "word_f1": sum(f1) / len(f1),
         "template_f1_floor": sum(floor) / len(floor),
@@ -492,7 +503,7 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
     }
     write_json(out, result)
     log(f"[seed {seed}] reflection model ({variant}): exact {result['exact']:.2f}, word F1 {result['word_f1']:.2f} "
-        f"(template floor {result['template_f1_floor']:.2f}) on {len(states)} oracle test states")
+        f"(template floor {result['template_f1_floor']:.2f}) on {len(states)} oracle {config.eval.split} states")
     return result
 
 
@@ -630,11 +641,47 @@ def comparison_lines(config: ExperimentConfig, main: list[dict]) -> list[str]:
     return out
 
 
+@dataclass
+class RunComparison:
+    """One method of two run directories (two settings of a probe), episode by episode on the same tasks."""
+
+    method: str
+    seeds: list[int]
+    success_a: float  # mean over the shared seeds of each seed's success rate
+    success_b: float
+    difference: float  # a minus b, mean over seeds of the paired per-episode differences
+    ci_lo: float  # 95% hierarchical bootstrap interval of the difference (seeds, then episodes)
+    ci_hi: float
+    by_seed: dict[int, float]
+
+
+def compare_runs(run_a: str | Path, run_b: str | Path, method: str, split: str = "valid",
+                 task_set: str | None = None) -> RunComparison:
+    """``method`` of ``run_a`` minus the same method of ``run_b`` on ``split``: how a probe compares two settings.
+    Only seeds with an evaluation file in both directories count; the two must have played the same tasks in
+    the same order (else ``ValueError``)."""
+    per_run = []
+    for run in (run_a, run_b):
+        files = sorted(Path(run).glob(f"seed-*/eval/{split if task_set is None else f'{split}-{task_set}'}/"
+                                      f"{method}.json"))
+        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+        per_run.append(_per_seed(rows, "success"))
+    (a, tasks_a), (b, tasks_b) = per_run
+    diffs = paired_differences(a, b, tasks_a, tasks_b)
+    if not diffs:
+        raise ValueError(f"no seed of {run_a} and {run_b} has a {split} evaluation of {method} in both")
+    m, lo, hi = hierarchical_bootstrap(list(diffs.values()))
+    return RunComparison(method, sorted(diffs), sum(sum(a[s]) / len(a[s]) for s in diffs) / len(diffs),
+                         sum(sum(b[s]) / len(b[s]) for s in diffs) / len(diffs), m, lo, hi,
+                         {s: float(d.mean()) for s, d in diffs.items()})
+
+
 def quality_table(quality: list[dict]) -> str:
     """Reflection quality per warm-up variant, mean ± 95% t-interval across seeds."""
     if not quality:
         return ""
-    lines = ["", "Reflection model vs the teacher on the oracle's test states (decoded as in RL, at "
+    split = quality[0].get("split", "test")  # files written before they named their split were test ones
+    lines = ["", f"Reflection model vs the teacher on the oracle's {split} states (decoded as in RL, at "
              "`rl.reflection_temperature`): exact match, word F1, and the F1 two teacher reflections of different states share (the template floor).", "",
              "| reflection model | states | exact % | word F1 | template floor F1 |", "|---|---|---|---|---|"]
     names = {"reflect": "Reflect-RL warm-up", "reflect_noneg": "warm-up without negative examples"}
