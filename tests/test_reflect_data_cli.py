@@ -106,6 +106,18 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| Reflect-RL | 1 |" in out.stdout and "| +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
     assert "| oracle | 1 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
+    # A copied run directory resumes its RL runs (their warm-up paths moved with it) and gives the same cell.
+    import shutil
+
+    moved = tmp_path / "moved"
+    shutil.copytree(run, moved)
+    (moved / "seed-0" / "eval" / "test" / "reflect_rl.json").unlink()
+    out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(moved), "--method", "reflect_rl",
+                   "--split", "test")
+    assert out.returncode == 0, out.stderr
+    again = json.loads((moved / "seed-0" / "eval" / "test" / "reflect_rl.json").read_text())
+    first = json.loads((run / "seed-0" / "eval" / "test" / "reflect_rl.json").read_text())
+    assert again["outcomes"] == first["outcomes"] and again["fingerprint"] == first["fingerprint"]
     # A cell made by another config is never handed back as this config's result.
     out = frugalft("rl", "eval", "--config", str(tiny_config), "--run-dir", str(run), "--method", "oracle",
                    "--split", "test", "--set", "eval.max_tasks=3")

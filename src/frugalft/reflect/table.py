@@ -335,6 +335,7 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
     ``make_backend(rl_config)`` makes RL's rollout backend (closed here after RL); ``rl.workers: N`` needs
     one, ``frugalft.distributed.ray_rollout.make_backend`` (the CLI passes it). Default: in this process."""
     from frugalft.reflect.train import build_players, train
+    from frugalft.runs import RunDir
 
     split = split or config.eval.split
     cell = cell_config(config, seed, method)
@@ -357,8 +358,11 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
             rl_dir = seed_dir(run_dir, seed) / "rl" / method
             log(f"[seed {seed}] {method}: RL for {rl.iterations} iterations in {rl_dir}")
             backend = make_backend(rl) if make_backend is not None else None
+            # Its players start from this seed folder's own warm-ups (which their stages check): where that folder
+            # lives is no change, so a copied or moved run directory resumes its RL runs.
+            run = RunDir(rl_dir, config=rl, resume=True, safe_on_resume=("policy_init", "reflection_init"))
             try:
-                train(rl, rl_dir, resume=True, players=agent, backend=backend)  # a finished run reloads
+                train(rl, run, resume=True, players=agent, backend=backend)  # a finished run reloads
             finally:
                 if backend is not None:
                     backend.close()
