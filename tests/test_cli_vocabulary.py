@@ -24,7 +24,8 @@ WRITES = {
     "sft": "--run-dir", "curve": "--run-dir",
 }
 DEPRECATED = {"--json"}  # old spellings kept working beside the vocabulary's (env stats --json = --out)
-WRITES_NOTHING = {"models", "generate", "env list", "env play", "scale score"}  # scale score: the feature cache
+WRITES_NOTHING = {"models", "generate", "env list", "env play", "scale score",  # scale score: the feature cache
+                  "rl compare"}  # reads two run directories, prints
 
 
 @pytest.fixture(scope="module")
