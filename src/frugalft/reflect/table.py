@@ -666,9 +666,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, method: str, split: str =
     the same order (else ``ValueError``)."""
     per_run = []
     for run in (run_a, run_b):
-        files = sorted(Path(run).glob(f"seed-*/eval/{split if task_set is None else f'{split}-{task_set}'}/"
-                                      f"{method}.json"))
-        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files]
+        seeds = sorted(int(d.name.removeprefix("seed-")) for d in Path(run).glob("seed-*") if d.is_dir())
+        files = [eval_path(run, s, method, split, task_set) for s in seeds]
+        rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.exists()]
         per_run.append(_per_seed(rows, "success"))
     (a, tasks_a), (b, tasks_b) = per_run
     diffs = paired_differences(a, b, tasks_a, tasks_b)

@@ -58,7 +58,7 @@ from frugalft.reflect.prompts import (
     encode_reflection_example,
 )
 from frugalft.reflect.reflection import Reflector
-from frugalft.runs import RunDir, RunError, check_config, progress, read_jsonl_lines
+from frugalft.runs import RunDir, RunError, check_config, config_changes, progress, read_jsonl_lines
 from frugalft.seeding import seed_everything
 from frugalft.sft.loop import optimizer_steps
 
@@ -534,10 +534,10 @@ def model_reflections(config: WarmupConfig, reflection_model: Path, data: str | 
     record = out.with_suffix(".json")
     if out.exists():
         recorded = json.loads(record.read_text(encoding="utf-8")) if record.exists() else None
-        if recorded is not None and recorded != made_by:
-            changes = "; ".join(f"{k}: {recorded.get(k)} -> {v}" for k, v in made_by.items() if recorded.get(k) != v)
-            raise RunError(f"{out} was written with other settings ({changes}): delete it (and the policy trained "
-                           "on it) to write it again, or use another run directory")
+        changes = config_changes(recorded, made_by, {}) if recorded is not None else []
+        if changes:
+            raise RunError(f"{out} was written with other settings ({'; '.join(changes)}): delete it (and the "
+                           "policy trained on it) to write it again, or use another run directory")
         return out  # (a set written before sets were recorded is reused as before)
     from frugalft.runs import read_jsonl_lines as _lines
 
