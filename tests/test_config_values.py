@@ -156,6 +156,22 @@ def test_packaged_configs_load(name, cls):
     assert isinstance(cfg, cls)
 
 
+def test_the_full_mode_ablation_table_shares_the_headline_tables_cells():
+    # taxi_full_ablations_cpu.yaml promises that a copy of the headline table's seeds 0-2 trains only the
+    # ablations: its shared cells must have the same fingerprints (every setting but the rows and seeds equal).
+    from frugalft.reflect.table import cell_config, digest
+
+    root = resources.files("frugalft") / "configs" / "rl"
+    head = load_config(ExperimentConfig, str(root / "taxi_full_cpu.yaml"))
+    ablations = load_config(ExperimentConfig, str(root / "taxi_full_ablations_cpu.yaml"))
+    shared = set(head.methods) & set(ablations.methods)
+    assert {"sft", "reflect_rl"} <= shared and set(ablations.seeds) <= set(head.seeds)
+    for seed in ablations.seeds:
+        for method in shared:
+            assert digest(cell_config(ablations, seed, method)) == digest(cell_config(head, seed, method))
+    assert digest(cell_config(ablations, 0, "reflect_rl")) != digest(cell_config(ablations, 1, "reflect_rl"))
+
+
 @pytest.mark.parametrize("cls", ROOTS)
 def test_defaults_pass_their_own_rules(cls, tmp_path):
     # Every default, dumped and loaded back, goes through the same checks as a user's file.
