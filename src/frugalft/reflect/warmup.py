@@ -539,12 +539,10 @@ def model_reflections(config: WarmupConfig, reflection_model: Path, data: str | 
             raise RunError(f"{out} was written with other settings ({'; '.join(changes)}): delete it (and the "
                            "policy trained on it) to write it again, or use another run directory")
         return out  # (a set written before sets were recorded is reused as before)
-    from frugalft.runs import read_jsonl_lines as _lines
-
     lm, tok = load_model(str(reflection_model), device=config.device, dtype=config.dtype, seed=config.seed)
     reflector = Reflector(lm, tok, max_new_tokens=config.reflection_tokens,
                           temperature=config.reflection_temperature)
-    rows = [row for _, row in _lines(data)]
+    rows = [row for _, row in read_jsonl_lines(data)]
     t0 = time.time()
     written: list[str | None] = []
     batch = 32
