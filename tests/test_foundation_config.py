@@ -36,6 +36,31 @@ def test_defaults_file_and_overrides_compose(tmp_path):
     assert load_config(Cfg, again) == cfg
 
 
+def test_a_file_states_only_what_differs_from_its_base(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("model: big\nsteps: 20\nlevels: [0, 1, 2]\noptim:\n  lr: 0.01\n  betas: [0.5, 0.6]\n")
+    (tmp_path / "sub" / "mid.yaml").write_text("command: frugalft x\nbase: ../root.yaml\nsteps: 30\n")
+    (tmp_path / "sub" / "top.yaml").write_text("base: mid.yaml\nlevels: [2]\noptim:\n  lr: 0.02\n")
+    cfg = load_config(Cfg, tmp_path / "sub" / "top.yaml", ["steps=40"])
+    # Sections merge key by key (betas kept from the root), lists replace, the chain applies in order, and
+    # overrides come last.
+    assert cfg == Cfg(model="big", steps=40, levels=[2], optim=Optim(lr=0.02, betas=(0.5, 0.6)))
+    assert load_config(Cfg, tmp_path / "sub" / "mid.yaml").steps == 30
+
+
+def test_a_base_that_is_missing_or_circular_is_named(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"name each other as base: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+        load_config(Cfg, tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"not found: .*nowhere\.yaml \(the base of .*c\.yaml\)"):
+        load_config(Cfg, tmp_path / "c.yaml")
+    (tmp_path / "d.yaml").write_text("base: [a.yaml]\n")
+    with pytest.raises(ConfigError, match="d.yaml: base must be the path of another config file"):
+        load_config(Cfg, tmp_path / "d.yaml")
+
+
 def test_int_is_accepted_for_float_but_not_the_reverse():
     assert load_config(Cfg, None, ["optim.lr=1"]).optim.lr == 1.0
     with pytest.raises(ConfigError, match="steps"):

@@ -2,7 +2,9 @@
 
 A recipe declares ``@dataclass class FooConfig`` whose fields (with their comments) are the documentation of
 its knobs. ``load_config(FooConfig, "configs/foo.yaml", ["lr=1e-3", "model.name=tiny"])`` reads the file,
-applies the overrides in order, and rejects any key the dataclass does not have, naming the valid ones.
+applies the overrides in order, and rejects any key the dataclass does not have, naming the valid ones. A file
+may start from another (``base: other.yaml``, relative to it) and state only what differs: its sections merge
+into the base's key by key, other values replace the base's.
 
 Values are checked at load, so a bad one is a one-line error naming its key rather than a crash (or a silently
 meaningless run) hours later: types strictly (a bool is not an int, a float is finite), and numeric ranges by
@@ -303,25 +305,49 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file not found: {path}")
-        try:
-            loaded = safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from e
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: the top level must be a mapping")
-        # A config may name the command that runs it; that key is documentation, not a setting.
-        loaded.pop("command", None)
-        data = loaded
+    data: dict[str, Any] = _read_file(cls, Path(path)) if path is not None else {}
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
     # Nested sections merge with their defaults rather than replacing them.
     return _build(cls, _merge_defaults(cls, data))
+
+
+def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping, laid over the file its ``base:`` key names (a path relative to this file), so a
+    config that differs from another in a few settings states only those and cannot drift from the rest."""
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise ConfigError("config files name each other as base: " + " -> ".join(map(str, (*chain, path.resolve()))))
+    try:
+        loaded = safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    # A config may name the command that runs it; that key is documentation, not a setting.
+    loaded.pop("command", None)
+    base = loaded.pop("base", None)
+    if base is None:
+        return loaded
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
+    return _overlay(cls, _read_file(cls, path.parent / base, (*chain, path.resolve())), loaded)
+
+
+def _overlay(cls: type, base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: a config section (a dataclass field) merges key by key; any other value, a list or
+    a plain mapping such as ``env_kwargs`` included, replaces the base's whole."""
+    types_ = _field_types(cls)
+    out = dict(base)
+    for k, v in top.items():
+        tp = types_.get(k)
+        if tp is not None and _is_dataclass_type(tp) and isinstance(v, dict) and isinstance(base.get(k), dict):
+            out[k] = _overlay(tp, base[k], v)
+        else:
+            out[k] = v
+    return out
 
 
 def _merge_defaults(cls: type, data: dict[str, Any]) -> dict[str, Any]:
