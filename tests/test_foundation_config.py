@@ -48,17 +48,29 @@ def test_a_file_states_only_what_differs_from_its_base(tmp_path):
     assert load_config(Cfg, tmp_path / "sub" / "mid.yaml").steps == 30
 
 
+@dataclass
+class MaybeOptim:
+    optim: Optim | None = None
+
+
+def test_an_optional_section_merges_with_its_base_too(tmp_path):
+    (tmp_path / "b.yaml").write_text("optim: {lr: 0.5, betas: [0.1, 0.2]}\n")
+    (tmp_path / "t.yaml").write_text("base: b.yaml\noptim: {lr: 0.2}\n")
+    assert load_config(MaybeOptim, tmp_path / "t.yaml").optim == Optim(lr=0.2, betas=(0.1, 0.2))
+
+
 def test_a_base_that_is_missing_or_circular_is_named(tmp_path):
     (tmp_path / "a.yaml").write_text("base: b.yaml\n")
     (tmp_path / "b.yaml").write_text("base: a.yaml\n")
-    with pytest.raises(ConfigError, match=r"name each other as base: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
+    with pytest.raises(ConfigError, match=r"a cycle of base: files: .*a\.yaml -> .*b\.yaml -> .*a\.yaml"):
         load_config(Cfg, tmp_path / "a.yaml")
     (tmp_path / "c.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(ConfigError, match=r"not found: .*nowhere\.yaml \(the base of .*c\.yaml\)"):
         load_config(Cfg, tmp_path / "c.yaml")
-    (tmp_path / "d.yaml").write_text("base: [a.yaml]\n")
-    with pytest.raises(ConfigError, match="d.yaml: base must be the path of another config file"):
-        load_config(Cfg, tmp_path / "d.yaml")
+    for bad in ("[a.yaml]", "''"):
+        (tmp_path / "d.yaml").write_text(f"base: {bad}\n")
+        with pytest.raises(ConfigError, match=r"d\.yaml: base must be the path of another config file"):
+            load_config(Cfg, tmp_path / "d.yaml")
 
 
 def test_int_is_accepted_for_float_but_not_the_reverse():

@@ -319,7 +319,7 @@ def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> dict[str,
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
     if path.resolve() in chain:
-        raise ConfigError("config files name each other as base: " + " -> ".join(map(str, (*chain, path.resolve()))))
+        raise ConfigError("a cycle of base: files: " + " -> ".join(map(str, (*chain, path.resolve()))))
     try:
         loaded = safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -331,20 +331,20 @@ def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> dict[str,
     base = loaded.pop("base", None)
     if base is None:
         return loaded
-    if not isinstance(base, str):
+    if not isinstance(base, str) or not base.strip():
         raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
     return _overlay(cls, _read_file(cls, path.parent / base, (*chain, path.resolve())), loaded)
 
 
 def _overlay(cls: type, base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    """``top`` over ``base``: a config section (a dataclass field) merges key by key; any other value, a list or
-    a plain mapping such as ``env_kwargs`` included, replaces the base's whole."""
+    """``top`` over ``base``: a config section (a dataclass field, optional or not) merges key by key; any other
+    value, a list or a plain mapping such as ``env_kwargs`` included, replaces the base's whole."""
     types_ = _field_types(cls)
     out = dict(base)
     for k, v in top.items():
-        tp = types_.get(k)
-        if tp is not None and _is_dataclass_type(tp) and isinstance(v, dict) and isinstance(base.get(k), dict):
-            out[k] = _overlay(tp, base[k], v)
+        section = [a for a in (types_.get(k), *typing.get_args(types_.get(k))) if _is_dataclass_type(a)]
+        if section and isinstance(v, dict) and isinstance(base.get(k), dict):
+            out[k] = _overlay(section[0], base[k], v)
         else:
             out[k] = v
     return out

@@ -6,7 +6,7 @@ Why not GPT-2's BPE for a model trained from scratch on a CPU:
   in every map. Here every punctuation character is its own pre-token (a space and a letter may still join),
   so each map row is the same number of tokens and a cell's position *is* its coordinates. On DangerousTaxi's
   pickup level a 4 x 128 policy warmed up for 300 steps reached 64% held-out label accuracy with this
-  tokenizer against a plateau near 35% with GPT-2's (docs/results.md).
+  tokenizer against a plateau near 35% with GPT-2's (a probe during issue 11; its log is not kept in docs/).
 - **A vocabulary the size of the domain.** ~2-4k tokens instead of 50,257: the embedding and its dense Adam
   update shrink from 6.4M to a few hundred thousand parameters, and the reflection model's output layer,
   computed at every decoded token, shrinks by the same factor.

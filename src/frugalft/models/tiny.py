@@ -41,7 +41,7 @@ TINY_SPECS: dict[str, TinySpec] = {
     "tiny-env": TinySpec(4, 128, 4, 1024, "GPT-2 architecture, 4 layers x 128 wide, frugalft's environment BPE "
                          "(4k tokens, maps stay a grid), no dropout; random init, seeded; the Reflect-RL CPU default", "env",
                          # No dropout: its masks cost ~30% of a CPU step, and the warm-ups stop early on a
-                         # validation split anyway (docs/results.md compares).
+                         # validation split anyway (no measured comparison is kept in docs/).
                          dropout=0.0),
     # Roomier, still CPU-trainable in tens of minutes.
     "tiny-large": TinySpec(6, 256, 8, 1024, "GPT-2 architecture, 6 layers x 256 wide, GPT-2 BPE; random init"),
