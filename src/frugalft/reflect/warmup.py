@@ -28,9 +28,9 @@ is trained on reflections the *trained reflection model* wrote for each training
 ``reflection_temperature`` (1 by default, even where RL decodes greedily: a policy must see the reflection
 model be wrong to learn how far to trust it), instead of the teacher's: at RL and test time the policy only
 ever reads the reflection model's reflections, and a policy warmed up on the teacher's (always correct) text learns to trust every word of it, then follows
-the reflection model's mistakes (exposure bias; docs/history.md measured it on
-pickup + dropoff, and docs/results.md's valid probe re-chose this default on the full mode). ``"teacher"`` is the plain
-reading of the paper.
+the reflection model's mistakes (exposure bias; docs/history.md measured it on pickup + dropoff, and
+docs/results.md's valid probe re-chose this default on the full mode). ``"teacher"`` is the plain reading of
+the paper.
 """
 
 from __future__ import annotations
