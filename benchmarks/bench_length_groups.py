@@ -1,12 +1,13 @@
 """Length-grouped warm-up batches (``warmup.length_groups``) against random ones, in the same run (issue 11).
 
+Any Reflect-RL config's warm-up (``--config``; default ``autoexplore_cpu.yaml``, where grouping was introduced).
 AutoExplore's prompts vary from ~200 to ~1,500 tokens (a file's first 600 characters can be 1,300 tokens of
 Unicode tables), so a batch drawn at random is padded to its longest example. Both sides train each player on
-the same warm-up sets (the packaged ``autoexplore_cpu.yaml``'s data for one seed, made here), no validation,
+the same warm-up sets (the config's data for one seed, made here), no validation,
 ``--steps`` steps each; reported: seconds per optimizer step (model loading included, the same on both sides),
 the padded tokens a batch carries on average, and the ratios. Written as JSON with the machine's load.
 
-    python benchmarks/bench_length_groups.py [--steps 40] [--groups 8] [--threads 1]
+    python benchmarks/bench_length_groups.py [--config PATH] [--steps 40] [--groups 8] [--threads 1]
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def padded_tokens(lengths: list[int], batch: int, seed: int, groups: int, steps:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", type=Path, default=CONFIG, help="a Reflect-RL (rl table) config")
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--groups", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (rl table --jobs N runs 1 each)")
@@ -52,8 +54,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "length_groups.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    exp = load_config(ExperimentConfig, CONFIG)
-    result: dict = {"benchmark": "length_groups", "env": exp.env, "model": exp.model, "steps": args.steps,
+    exp = load_config(ExperimentConfig, args.config)
+    result: dict = {"benchmark": "length_groups", "config": args.config.name, "env": exp.env, "model": exp.model, "steps": args.steps,
                     "groups": args.groups, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
                     f"{torch.__version__}, {args.threads} threads",
                     "load_average": [round(x, 2) for x in os.getloadavg()]}

@@ -25,7 +25,7 @@ WRITES = {
 }
 DEPRECATED = {"--json"}  # old spellings kept working beside the vocabulary's (env stats --json = --out)
 WRITES_NOTHING = {"models", "generate", "env list", "env play", "scale score",  # scale score: the feature cache
-                  "rl compare"}  # reads two run directories, prints
+                  "rl compare", "rl times"}  # read run directories, print
 
 
 @pytest.fixture(scope="module")

@@ -156,6 +156,14 @@ def test_table_with_one_process_per_seed(tiny_config, tmp_path):
         rows = list(csv.DictReader(f))
     assert [(r["method"], r["seed"]) for r in rows] == [("oracle", "0"), ("sft", "0"), ("oracle", "1"), ("sft", "1")]
     assert "seeds 0, 1" in (run / "table.md").read_text()
+    # each cell records where its process spent its time; `rl times` reads them back
+    sft = json.loads((run / "seed-0" / "eval" / "test" / "sft.json").read_text())
+    assert set(sft["stage_seconds"]) == {"warmup", "rl", "eval"} and sft["stage_seconds"]["warmup"] > 0
+    assert sum(sft["stage_seconds"].values()) == pytest.approx(sft["seconds"], abs=0.2)
+    assert sft["started"] + sft["seconds"] == pytest.approx(sft["finished"], abs=0.2)
+    out = frugalft("rl", "times", str(run))
+    assert out.returncode == 0, out.stderr
+    assert "2 seed(s)" in out.stdout and out.stdout.count("\n| 0 | ") == 1 and "| 1 | " in out.stdout
 
 
 def test_packaged_rl_configs_load():

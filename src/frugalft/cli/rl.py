@@ -268,6 +268,20 @@ def compare_cmd(run_a: Path = typer.Argument(..., help="Run directory of setting
     typer.echo("\n".join(lines))
 
 
+@app.command("times")
+def times_cmd(run_dir: Path = typer.Argument(..., help="A run directory `rl table` (or `rl eval`) wrote."),
+              split: str | None = typer.Option(None, "--split", help="Only this split's evaluations (default: all)."),
+              ) -> None:
+    """Where a table's time went: per seed, minutes of warm-ups, RL, evaluations and reflection quality, the
+    seed's span, and how many seed processes shared the machine meanwhile (from the evaluation files)."""
+    from frugalft.reflect.timing import times_report
+
+    try:
+        typer.echo(times_report(run_dir, split))
+    except ValueError as e:
+        fail(str(e))
+
+
 @app.command("table")
 def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run_dir: Path = RunDirOption,
               report: str = ReportToOption,

@@ -349,6 +349,7 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
     variant, does_rl = PLAN[method]
     if variant is not None:
         run_warmup(config, run_dir, seed, variant, log)
+    t_warm = time.time()
     rl = rl_config_for(config, run_dir, seed, method)
     if method in ("random", "oracle"):
         agent: Any = method
@@ -366,7 +367,9 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
             finally:
                 if backend is not None:
                     backend.close()
-    row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, cell, t0, None, log)
+    # What this cell's process spent where (the warm-ups it was first to need, data included; its RL): `rl times`
+    stages = {"warmup": t_warm - t0, "rl": time.time() - t_warm}
+    row = done or _evaluate_cell(config, agent, rl, seed, method, split, out, cell, t0, None, log, stages)
     for name, path in extras.items():
         if _reuse(path, extra_cells[name]) is None:
             _evaluate_cell(config, agent, rl, seed, method, split, path, extra_cells[name], time.time(), name, log)
@@ -374,10 +377,14 @@ def run_method(config: ExperimentConfig, run_dir: str | Path, seed: int, method:
 
 
 def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int, method: str, split: str,
-                   out: Path, cell: dict[str, Any], t0: float, task_set: str | None, log) -> dict:
+                   out: Path, cell: dict[str, Any], t0: float, task_set: str | None, log,
+                   stages: dict[str, float] | None = None) -> dict:
+    """Evaluate, write the cell's row (with its timing: ``started``, ``finished`` and ``stage_seconds``, the
+    warm-up and RL time in ``stages`` plus this evaluation's) and return it."""
     from frugalft.reflect.evaluate import evaluate
 
     ev = config.eval
+    t_eval = time.time()
     if task_set is not None:  # every task of the set, on the same split
         rl = copy.deepcopy(rl)
         rl.env_kwargs = {**rl.env_kwargs, **ev.extra[task_set]}
@@ -387,8 +394,11 @@ def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int
                       diagnostic=ev.diagnostic and task_set is None, seed=seed)
     flat = result.to_dict()
     outcomes = flat.pop("outcomes")
+    finished = time.time()
+    stage_seconds = {k: round(v, 1) for k, v in {**(stages or {}), "eval": finished - t_eval}.items()}
     row = {"env": config.env, "method": method, "seed": seed, "split": split, "task_set": task_set or "",
-           **_flatten(flat), "seconds": round(time.time() - t0, 1), "fingerprint": digest(cell),
+           **_flatten(flat), "seconds": round(finished - t0, 1), "started": round(t0, 1),
+           "finished": round(finished, 1), "stage_seconds": stage_seconds, "fingerprint": digest(cell),
            "outcomes": outcomes, "config": cell}
     write_json(out, row)
     where = split if task_set is None else f"{split}, task set {task_set}"
@@ -486,6 +496,7 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
         kept = json.loads(out.read_text(encoding="utf-8"))
         if kept.get("made_by") == made_by:
             return kept
+    t0 = time.time()
     model_dir = seed_dir(run_dir, seed) / "warmup" / variant / "reflection" / "model"
     lm, tok = load_lm(config.model, str(model_dir), rl, "reflection")
     reflector = Reflector(lm, tok, max_new_tokens=rl.reflection_tokens, temperature=rl.reflection_temperature)
@@ -504,6 +515,7 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
         "word_f1": sum(f1) / len(f1),
         "template_f1_floor": sum(floor) / len(floor),
         "examples": [{"teacher": r, "model": g} for g, r in list(zip(generated, references, strict=True))[:5]],
+        "started": round(t0, 1), "finished": round(time.time(), 1), "seconds": round(time.time() - t0, 1),
     }
     write_json(out, result)
     log(f"[seed {seed}] reflection model ({variant}): exact {result['exact']:.2f}, word F1 {result['word_f1']:.2f} "
@@ -534,7 +546,8 @@ def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started:
 
 def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], seconds: float, log=print,
                   quality: list[dict] | None = None) -> dict:
-    flat = [{k: v for k, v in r.items() if k not in ("outcomes", "config")} for r in rows]  # stay in the jsons
+    flat = [{k: v for k, v in r.items() if k not in ("outcomes", "config", "stage_seconds")}  # stay in the jsons
+            for r in rows]
     keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("env", "method", "seed"), k))
     with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=keys)
