@@ -164,6 +164,32 @@ def test_a_section_key_the_table_fills_is_refused_not_ignored():
         ExperimentConfig(rl=RLConfig(labels=["a", "b"]))
 
 
+def test_one_variants_warm_up_settings_change_only_its_cells():
+    from frugalft.config import ConfigError
+    from frugalft.reflect.table import ExperimentConfig, cell_config, digest
+
+    plain = ExperimentConfig(seeds=[0])
+    cfg = ExperimentConfig(seeds=[0], variant_warmup={"noreflect": {"patience": 20}})
+    assert cfg.warmup_of(3, "noreflect").patience == 20 and cfg.warmup_of(3, "noreflect").seed == 3
+    assert cfg.warmup_of(3, "reflect") == plain.warmup_of(3, "reflect")
+    for method in ("sft", "reflect_rl", "sft_rl_noreflect_rinit", "random"):  # cells of other variants: unchanged
+        assert digest(cell_config(cfg, 0, method)) == digest(cell_config(plain, 0, method)), method
+    for method in ("sft_noreflect", "sft_rl_noreflect"):
+        assert digest(cell_config(cfg, 0, method)) != digest(cell_config(plain, 0, method)), method
+    # the control's policy starts from the reflect variant's reflection model: that variant's settings are its own
+    reflect = ExperimentConfig(seeds=[0], variant_warmup={"reflect": {"reflection_steps": 7}})
+    assert digest(cell_config(reflect, 0, "sft_noreflect_rinit")) != digest(cell_config(plain, 0, "sft_noreflect_rinit"))
+    assert digest(cell_config(reflect, 0, "sft_noreflect")) == digest(cell_config(plain, 0, "sft_noreflect"))
+    with pytest.raises(ValueError, match="unknown warm-up variant 'noreflection'; valid: noreflect, noreflect_rinit"):
+        ExperimentConfig(variant_warmup={"noreflection": {"patience": 20}})
+    with pytest.raises(ConfigError, match="unknown config key variant_warmup.noreflect.patiense"):
+        ExperimentConfig(variant_warmup={"noreflect": {"patiense": 20}})
+    with pytest.raises(ConfigError, match="variant_warmup.noreflect.patience: expected int"):
+        ExperimentConfig(variant_warmup={"noreflect": {"patience": "long"}})
+    with pytest.raises(ValueError, match=r"variant_warmup.noreflect: \['seed'\] are the same for every variant"):
+        ExperimentConfig(variant_warmup={"noreflect": {"seed": 1}})
+
+
 def test_two_run_directories_compare_paired_on_the_same_tasks(tmp_path):
     import json
 

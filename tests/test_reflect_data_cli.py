@@ -166,6 +166,20 @@ def test_table_with_one_process_per_seed(tiny_config, tmp_path):
     assert "2 seed(s)" in out.stdout and out.stdout.count("\n| 0 | ") == 1 and "| 1 | " in out.stdout
 
 
+def test_a_variants_own_warm_up_settings_reach_its_stage(tiny_config, tmp_path):
+    """``variant_warmup``: the no-reflection policy trains 3 steps where the reflect variant's players train 2."""
+    from frugalft.config import load_config
+    from frugalft.reflect.table import ExperimentConfig, run_warmup
+
+    cfg = load_config(ExperimentConfig, str(tiny_config), ["variant_warmup={noreflect: {policy_steps: 3}}"])
+    run_warmup(cfg, tmp_path, 0, "noreflect", log=lambda *_: None)
+    run_warmup(cfg, tmp_path, 0, "reflect", log=lambda *_: None)
+    warm = tmp_path / "seed-0" / "warmup"
+    assert json.loads((warm / "noreflect" / "policy" / "summary.json").read_text())["steps_run"] == 3
+    assert json.loads((warm / "reflect" / "policy" / "summary.json").read_text())["steps_run"] == 2
+    assert json.loads((warm / "reflect" / "reflection" / "summary.json").read_text())["steps_run"] == 2
+
+
 def test_packaged_rl_configs_load():
     from importlib import resources
 

@@ -281,6 +281,12 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from e
 
 
+def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
+    """``cls`` from plain values, checked as a config file's are (unknown keys, types, value ranges: a
+    ConfigError naming ``prefix`` + the key)."""
+    return _build(cls, data, prefix)
+
+
 def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     *parents, last = dotted.split(".")
     node = data

@@ -134,6 +134,10 @@ class ExperimentConfig:
     # The no-reflection warm-up gets as many SFT steps as the reflect variant's two players together (reflection
     # + policy caps) when its policy starts from the reflection model: the same network, the same compute.
     match_noreflect_steps: bool = True
+    # Warm-up settings of one variant's players that differ from `warmup`, variant -> {key: value}: e.g.
+    # {noreflect: {patience: 20}} for the no-reflection policy from random init, which learns the map from action
+    # labels alone and is still improving where the others have plateaued (docs/results.md, its patience probe).
+    variant_warmup: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.methods if m not in ALL_METHODS]
@@ -143,6 +147,16 @@ class ExperimentConfig:
         if stray:
             raise ValueError(f"extra_seeds names methods that are not in methods: {stray}")
         self._refuse_shadowed_keys()
+        variants = sorted({v for v, _ in PLAN.values() if v is not None})
+        for variant, settings in self.variant_warmup.items():
+            if variant not in variants:
+                raise ValueError(f"variant_warmup: unknown warm-up variant {variant!r}; valid: {', '.join(variants)}")
+            filled = sorted(k.split(".")[1] for k in self.SHARED_KEYS if k.startswith("warmup."))
+            shared = [k for k in settings if k in filled]
+            if shared:
+                raise ValueError(f"variant_warmup.{variant}: {shared} are the same for every variant (the table "
+                                 "fills them from the top level)")
+            self.warmup_of(0, variant)  # a wrong key or value: a ConfigError naming variant_warmup.<variant>.<key>
 
     # Section keys that ``for_seed`` fills from one shared place: section.key -> where the value comes from.
     SHARED_KEYS = {
@@ -183,6 +197,16 @@ class ExperimentConfig:
 
     def methods_of(self, seed: int) -> list[str]:
         return [m for m in self.methods if seed in self.seeds_of(m)]
+
+    def warmup_of(self, seed: int, variant: str) -> WarmupConfig:
+        """The warm-up config of one variant's players on one seed: ``for_seed``'s, with ``variant_warmup``."""
+        from frugalft.config import build, to_dict
+
+        _, warm, _ = self.for_seed(seed)
+        settings = self.variant_warmup.get(variant)
+        if not settings:
+            return warm
+        return build(WarmupConfig, {**to_dict(warm), **settings}, prefix=f"variant_warmup.{variant}.")
 
     def for_seed(self, seed: int) -> tuple[DataConfig, WarmupConfig, RLConfig]:
         """The three stage configs of one seed, with env, model, device and seed filled in."""
@@ -230,7 +254,7 @@ def _check_data_config(out: Path, data: DataConfig) -> None:
 def run_warmup(config: ExperimentConfig, run_dir: str | Path, seed: int, variant: str, log=print) -> dict:
     from frugalft.reflect.warmup import warmup
 
-    _, warm, _ = config.for_seed(seed)
+    warm = config.warmup_of(seed, variant)
     if variant in ("noreflect", "noreflect_rinit") and config.match_noreflect_steps \
             and warm.policy_init == "reflection":
         warm.policy_steps += warm.reflection_steps
@@ -274,6 +298,11 @@ def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str 
     ev = {k: v for k, v in to_dict(config.eval).items() if k != "split" and (k != "extra" or task_set is not None)}
     snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl), "eval": ev,
                 "match": config.match_noreflect_steps, "method": method}
+    variant = PLAN[method][0]
+    uses = {variant, "reflect"} if variant == "noreflect_rinit" else {variant}  # its policy starts from reflect's
+    own = {v: s for v, s in sorted(config.variant_warmup.items()) if v in uses and s}
+    if own:  # only where set: every other cell keeps the fingerprint it had before this key existed
+        snapshot["variant_warmup"] = own
     return json.loads(json.dumps(snapshot, sort_keys=True, default=str))
 
 
