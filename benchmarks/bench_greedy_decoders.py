@@ -74,10 +74,11 @@ def main() -> None:
     result.update({f"{d}_cpu_s": round(min(s), 2) for d, s in seconds.items()})
     result["static_over_loop"] = round(min(seconds["static"]) / min(seconds["loop"]), 3)
     result["identical_reflections"] = f"{same}/{len(states)}"
+    result["nonempty_reflections"] = sum(bool(t) for t in texts["loop"])  # identical empty ones would prove nothing
     result["load_average_after"] = [round(x, 2) for x in os.getloadavg()]
     write_json(args.out, result)
     print(f"greedy reflections: static {result['static_over_loop']}x the loop's CPU time, {same}/{len(states)} "
-          f"identical; wrote {args.out}")
+          f"identical ({result['nonempty_reflections']} not empty); wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -55,7 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     exp = load_config(ExperimentConfig, args.config)
-    result: dict = {"benchmark": "length_groups", "config": args.config.name, "env": exp.env, "model": exp.model, "steps": args.steps,
+    result: dict = {"benchmark": "length_groups", "config": args.config.name, "env": exp.env, "model": exp.model,
+                    "steps": args.steps,
                     "groups": args.groups, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
                     f"{torch.__version__}, {args.threads} threads",
                     "load_average": [round(x, 2) for x in os.getloadavg()]}

@@ -166,7 +166,7 @@ def test_a_section_key_the_table_fills_is_refused_not_ignored():
 
 def test_one_variants_warm_up_settings_change_only_its_cells():
     from frugalft.config import ConfigError
-    from frugalft.reflect.table import ExperimentConfig, cell_config, digest
+    from frugalft.reflect.table import ExperimentConfig, cell_changes, cell_config, digest
 
     plain = ExperimentConfig(seeds=[0])
     cfg = ExperimentConfig(seeds=[0], variant_warmup={"noreflect": {"patience": 20}})
@@ -188,6 +188,13 @@ def test_one_variants_warm_up_settings_change_only_its_cells():
         ExperimentConfig(variant_warmup={"noreflect": {"patience": "long"}})
     with pytest.raises(ValueError, match=r"variant_warmup.noreflect: \['seed'\] are the same for every variant"):
         ExperimentConfig(variant_warmup={"noreflect": {"seed": 1}})
+    with pytest.raises(ValueError, match=r"\['shuffle_labels'\] are the same"):  # RL reads the warm-up's labels
+        ExperimentConfig(variant_warmup={"noreflect": {"shuffle_labels": True}})
+    # a cell made with a variant's own settings is refused by the config without them, and the other way round
+    with_own, without = cell_config(cfg, 0, "sft_noreflect"), cell_config(plain, 0, "sft_noreflect")
+    assert cell_changes(with_own, without) == ["variant_warmup: {'noreflect': {'patience': 20}} -> {}"]
+    assert cell_changes(without, with_own) == ["variant_warmup: {} -> {'noreflect': {'patience': 20}}"]
+    assert cell_changes(with_own, with_own) == []
 
 
 def test_two_run_directories_compare_paired_on_the_same_tasks(tmp_path):

@@ -178,6 +178,13 @@ def test_a_variants_own_warm_up_settings_reach_its_stage(tiny_config, tmp_path):
     assert json.loads((warm / "noreflect" / "policy" / "summary.json").read_text())["steps_run"] == 3
     assert json.loads((warm / "reflect" / "policy" / "summary.json").read_text())["steps_run"] == 2
     assert json.loads((warm / "reflect" / "reflection" / "summary.json").read_text())["steps_run"] == 2
+    # matched steps (a policy from the reflection model): its cap plus the *reflect* variant's reflection cap
+    cfg = load_config(ExperimentConfig, str(tiny_config), [
+        "warmup.policy_init=reflection", "variant_warmup={reflect: {reflection_steps: 3}}"])
+    run_warmup(cfg, tmp_path / "matched", 0, "noreflect_rinit", log=lambda *_: None)
+    warm = tmp_path / "matched" / "seed-0" / "warmup"
+    assert json.loads((warm / "reflect" / "reflection" / "summary.json").read_text())["steps_run"] == 3
+    assert json.loads((warm / "noreflect_rinit" / "policy" / "summary.json").read_text())["steps_run"] == 2 + 3
 
 
 def test_packaged_rl_configs_load():

@@ -32,11 +32,17 @@ def test_stage_minutes_and_processes_beside_each_seed(tmp_path):
     assert seeds[0].processes == pytest.approx((600 + 600 + 300) / 600)  # itself, seed 1, half of seed 2
     assert seeds[2].processes == pytest.approx((300 + 300 + 600) / 600)
     report = times_report(tmp_path)
-    assert "3 seed(s), 15.0 min from the first start to the last finish (1 evaluation file(s)" in report
+    assert "3 seed(s), 15.0 min from the first start to the last finish (1 file(s) without" in report
+    assert "splits" not in report  # one split (test and its paper task set)
     assert "| 0 | 5.0 | 2.0 | 3.0 | 0.0 | 0.0 | 10.0 | 2.50 |" in report
     assert "| 2 | 8.0 | 0.0 | 1.0 | 0.0 | 1.0 | 10.0 | 2.00 |" in report  # 1 minute not in any stage
     assert "| all (process-minutes) | 22.0 | 2.0 | 5.0 | 0.0 | 1.0 | 30.0 | |" in report
     assert read_times(tmp_path, split="valid") == ([], 0)  # the split filter: nothing was read on valid
+    _cell(tmp_path, 0, "sft", 1000, 1060, {"eval": 60}, folder="valid")  # a probe's file in the same directory
+    (tmp_path / "seed-0.bak" / "eval" / "test").mkdir(parents=True)  # not a seed folder: ignored
+    (tmp_path / "seed-0.bak" / "eval" / "test" / "sft.json").write_text("{}")
+    assert "splits test, valid together (one run's: --split)" in times_report(tmp_path)
+    assert times_report(tmp_path, split="test") == report
 
 
 def test_a_run_without_times_is_an_error_naming_it(tmp_path):

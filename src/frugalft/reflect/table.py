@@ -151,8 +151,10 @@ class ExperimentConfig:
         for variant, settings in self.variant_warmup.items():
             if variant not in variants:
                 raise ValueError(f"variant_warmup: unknown warm-up variant {variant!r}; valid: {', '.join(variants)}")
-            filled = sorted(k.split(".")[1] for k in self.SHARED_KEYS if k.startswith("warmup."))
-            shared = [k for k in settings if k in filled]
+            # keys the table fills into every warm-up, and warm-up keys RL copies (the policy's label scheme)
+            filled = {k.split(".")[1] for k in self.SHARED_KEYS if k.startswith("warmup.")}
+            filled |= {v.split(".")[1] for v in self.SHARED_KEYS.values() if v.startswith("warmup.")}
+            shared = sorted(k for k in settings if k in filled)
             if shared:
                 raise ValueError(f"variant_warmup.{variant}: {shared} are the same for every variant (the table "
                                  "fills them from the top level)")
@@ -257,7 +259,7 @@ def run_warmup(config: ExperimentConfig, run_dir: str | Path, seed: int, variant
     warm = config.warmup_of(seed, variant)
     if variant in ("noreflect", "noreflect_rinit") and config.match_noreflect_steps \
             and warm.policy_init == "reflection":
-        warm.policy_steps += warm.reflection_steps
+        warm.policy_steps += config.warmup_of(seed, "reflect").reflection_steps  # the reflection model's cap
     data = run_data(config, run_dir, seed, log)
     if variant == "noreflect_rinit":
         # The control: the no-reflection policy set, from the Reflect-RL variant's trained reflection model, with
@@ -328,7 +330,12 @@ def cell_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
 
     if isinstance(recorded.get("warmup"), dict):  # keys renamed since the cell was recorded
         recorded = {**recorded, "warmup": WarmupConfig.upgrade_record(recorded["warmup"])}
-    return config_changes(recorded, current, _cell_defaults())
+    # variant_warmup is recorded only where set, so compare it both ways: a cell made with a variant's own
+    # settings is not the result of a config that dropped them
+    old_own, new_own = recorded.get("variant_warmup") or {}, current.get("variant_warmup") or {}
+    changes = [] if old_own == new_own else [f"variant_warmup: {old_own} -> {new_own}"]
+    strip = ({k: v for k, v in d.items() if k != "variant_warmup"} for d in (recorded, current))
+    return changes + config_changes(*strip, _cell_defaults())
 
 
 def eval_path(run_dir: str | Path, seed: int, method: str, split: str, task_set: str | None = None) -> Path:
@@ -544,8 +551,9 @@ def reflection_quality(config: ExperimentConfig, run_dir: str | Path, seed: int,
         "word_f1": sum(f1) / len(f1),
         "template_f1_floor": sum(floor) / len(floor),
         "examples": [{"teacher": r, "model": g} for g, r in list(zip(generated, references, strict=True))[:5]],
-        "started": round(t0, 1), "finished": round(time.time(), 1), "seconds": round(time.time() - t0, 1),
     }
+    finished = time.time()
+    result.update({"started": round(t0, 1), "finished": round(finished, 1), "seconds": round(finished - t0, 1)})
     write_json(out, result)
     log(f"[seed {seed}] reflection model ({variant}): exact {result['exact']:.2f}, word F1 {result['word_f1']:.2f} "
         f"(template floor {result['template_f1_floor']:.2f}) on {len(states)} oracle {config.eval.split} states")

@@ -45,18 +45,23 @@ class SeedTime:
         return (self.finished - self.started) / 60
 
 
+def _splits(run_dir: str | Path) -> list[str]:
+    """The splits ``run_dir``'s evaluation folders are of (``<split>`` or ``<split>-<task set>``)."""
+    return sorted({p.name.split("-")[0] for p in Path(run_dir).glob("seed-*/eval/*") if p.is_dir()})
+
+
 def read_times(run_dir: str | Path, split: str | None = None) -> tuple[list[Timed], int]:
-    """The timed pieces of ``run_dir`` (of one ``split``, or all), and how many evaluation files carry no times."""
+    """The timed pieces of ``run_dir`` (of one ``split``, or all), and how many of its files carry no times."""
     pieces, untimed = [], 0
     for path in sorted(Path(run_dir).glob("seed-*/eval/*/*.json")):
-        folder = path.parent.name
-        if split is not None and folder.split("-")[0] != split:
-            continue
+        folder, seed_name = path.parent.name, path.parents[2].name.removeprefix("seed-")
+        if (split is not None and folder.split("-")[0] != split) or not seed_name.isdigit():
+            continue  # (a split name has no hyphen: envs.base.SPLITS)
         row = json.loads(path.read_text(encoding="utf-8"))
         if "started" not in row or "finished" not in row:
             untimed += 1
             continue
-        seed = int(path.parents[2].name.removeprefix("seed-"))
+        seed = int(seed_name)
         if path.stem.startswith("reflection_quality_"):
             name, stages = f"reflection quality ({row.get('variant', path.stem)})", {"quality": row["seconds"]}
         else:
@@ -93,8 +98,10 @@ def times_report(run_dir: str | Path, split: str | None = None) -> str:
                          + (f"; {untimed} without" if untimed else ""))
     seeds = seed_times(pieces)
     first, last = min(s.started for s in seeds), max(s.finished for s in seeds)
+    splits = _splits(run_dir) if split is None else [split]
+    mixed = (f"; splits {', '.join(splits)} together (one run's: --split)" if len(splits) > 1 else "")
     lines = [f"{run_dir}: {len(seeds)} seed(s), {(last - first) / 60:.1f} min from the first start to the last "
-             "finish" + (f" ({untimed} evaluation file(s) without times not counted)" if untimed else ""), "",
+             "finish" + (f" ({untimed} file(s) without times not counted)" if untimed else "") + mixed, "",
              "| seed | warm-ups (data included) | RL | evaluations | reflection quality | other | seed's span | "
              "seed processes running (mean) |", "|---|---|---|---|---|---|---|---|"]
     total = dict.fromkeys(STAGES, 0.0)
