@@ -107,6 +107,7 @@ def times_report(run_dir: str | Path, split: str | None = None) -> str:
     total = dict.fromkeys(STAGES, 0.0)
     for s in seeds:
         other = s.span_minutes - sum(s.minutes.values())
+        other = 0.0 if abs(other) < 0.05 else other  # stage seconds are rounded to 0.1 s: no "-0.0"
         lines.append(f"| {s.seed} | " + " | ".join(f"{s.minutes.get(k, 0.0):.1f}" for k in STAGES)
                      + f" | {other:.1f} | {s.span_minutes:.1f} | {s.processes:.2f} |")
         for k in STAGES:
