@@ -148,12 +148,11 @@ class ExperimentConfig:
             raise ValueError(f"extra_seeds names methods that are not in methods: {stray}")
         self._refuse_shadowed_keys()
         variants = sorted({v for v, _ in PLAN.values() if v is not None})
+        # keys the table fills into every warm-up, and warm-up keys RL copies (the policy's label scheme)
+        filled = {k.split(".")[1] for k in (*self.SHARED_KEYS, *self.SHARED_KEYS.values()) if k.startswith("warmup.")}
         for variant, settings in self.variant_warmup.items():
             if variant not in variants:
                 raise ValueError(f"variant_warmup: unknown warm-up variant {variant!r}; valid: {', '.join(variants)}")
-            # keys the table fills into every warm-up, and warm-up keys RL copies (the policy's label scheme)
-            filled = {k.split(".")[1] for k in self.SHARED_KEYS if k.startswith("warmup.")}
-            filled |= {v.split(".")[1] for v in self.SHARED_KEYS.values() if v.startswith("warmup.")}
             shared = sorted(k for k in settings if k in filled)
             if shared:
                 raise ValueError(f"variant_warmup.{variant}: {shared} are the same for every variant (the table "
