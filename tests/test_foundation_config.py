@@ -79,6 +79,29 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config(Cfg, None, ["steps=1.5"])
 
 
+def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "root.yaml").write_text("model: big\noptim:\n  betas: [0.5, 0.6]\n  lr: fast\n")
+    top = tmp_path / "sub" / "top.yaml"
+    top.write_text("base: ../root.yaml\nsteps: 3\nlevels: [0, true]\noptim: {betas: [1]}\n")
+    # The base's line 4 set optim.lr; the error says so and which file took it as its base.
+    with pytest.raises(ConfigError, match=r"^\S*root\.yaml, line 4 \(the base of \S*top\.yaml\): optim\.lr: expected "
+                                          r"float, got 'fast'$"):
+        load_config(Cfg, top)
+    # The top file's own values, once the base's is mended by an override (which itself carries no file): a
+    # fixed-length tuple checks its length (optim.betas: two floats), a list item reports its key's line.
+    with pytest.raises(ConfigError, match=r"^\S*top\.yaml, line 4: optim\.betas: expected 2 values, got 1: \[1\]$"):
+        load_config(Cfg, top, ["optim.lr=0.1"])
+    with pytest.raises(ConfigError, match=r"^\S*top\.yaml, line 3: levels\[1\]: expected int, got True$"):
+        load_config(Cfg, top, ["optim.lr=0.1", "optim.betas=[1, 2]"])
+    with pytest.raises(ConfigError, match=r"^levels\[1\]: expected int"):
+        load_config(Cfg, top, ["optim.lr=0.1", "optim.betas=[1, 2]", "levels=[0, true]"])
+    # An unknown key and a section's key: the line that wrote them.
+    (tmp_path / "u.yaml").write_text("steps: 3\noptim:\n  lr: 0.1\n  lrr: 2\n")
+    with pytest.raises(ConfigError, match=r"^\S*u\.yaml, line 4: unknown config key optim\.lrr"):
+        load_config(Cfg, tmp_path / "u.yaml")
+
+
 def test_unknown_key_names_it_and_the_valid_ones(tmp_path):
     with pytest.raises(ConfigError) as e:
         load_config(Cfg, None, ["stpes=3"])

@@ -6,8 +6,8 @@ applies the overrides in order, and rejects any key the dataclass does not have,
 may start from another (``base: other.yaml``, relative to it) and state only what differs: its sections merge
 into the base's key by key, other values replace the base's.
 
-Values are checked at load, so a bad one is a one-line error naming its key rather than a crash (or a silently
-meaningless run) hours later: types strictly (a bool is not an int, a float is finite), and numeric ranges by
+Values are checked at load, so a bad one is a one-line error naming its key (and the file and line that set
+it), rather than a crash (or a silently meaningless run) hours later: types strictly (a bool is not an int, a float is finite), and numeric ranges by
 the field's name through ``VALUE_RULES`` (``lr`` > 0, ``batch_size`` >= 1, ...). A field can override its rule
 with ``field(metadata={"min": 0})`` (keys ``min``, ``gt``, ``max``, ``lt``).
 """
@@ -29,7 +29,11 @@ T = TypeVar("T")
 
 
 class ConfigError(ValueError):
-    pass
+    """A config mistake. ``key``: the dotted key it is about, where one is (``load_config`` adds where it was set)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 # ---- YAML as users write numbers ----------------------------------------------------------------------------
@@ -227,8 +231,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             value = [value]
-        (inner, *_) = typing.get_args(tp) or (Any,)
-        items = [_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value)]
+        args = typing.get_args(tp) or (Any,)
+        if origin is tuple and Ellipsis not in args and len(value) != len(args):  # tuple[float, float]: two
+            raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {list(value)!r}")
+        items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -256,10 +262,11 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - set(types_))
     renamed: dict[str, str] = getattr(cls, "RENAMED", {})
     if unknown and unknown[0] in renamed:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}")
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}", prefix + unknown[0])
     if unknown:
         raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]!s}; valid keys of {cls.__name__}: {', '.join(sorted(types_))}"
+            f"unknown config key {prefix}{unknown[0]!s}; valid keys of {cls.__name__}: {', '.join(sorted(types_))}",
+            prefix + unknown[0],
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -267,18 +274,27 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         try:
             kwargs[k] = _coerce(v, types_[k], prefix + k)
         except ConfigError as e:
+            e.key = e.key or prefix + k  # the innermost section's key, where a section failed
             if k not in renamed or isinstance(v, dict):  # a mapping is the new spelling: its own error says it
                 raise
-            raise ConfigError(f"{e} ({renamed[k]})") from None
+            raise ConfigError(f"{e} ({renamed[k]})", e.key) from None
         bounds = value_rule(cls, fields[k])
         if bounds is not None:
-            _check_range(kwargs[k], bounds, prefix + k)
+            try:
+                _check_range(kwargs[k], bounds, prefix + k)
+            except ConfigError as e:
+                e.key = prefix + k
+                raise
     try:
         return cls(**kwargs)
-    except ConfigError:
+    except ConfigError as e:
+        e.key = e.key or prefix.rstrip(".") or None
         raise
     except ValueError as e:  # a __post_init__ check (e.g. GRPO's group_size): still a config mistake
-        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}") from e
+        # A message that starts with one of this section's keys ("variant_warmup.noreflect: ...") is about it.
+        named = re.match(r"([A-Za-z_]\w*)([\w.]*): ", str(e))
+        key = prefix + named.group(1) + named.group(2) if named and named.group(1) in fields else prefix.rstrip(".")
+        raise ConfigError(f"{prefix.rstrip('.') or cls.__name__}: {e}", key or None) from e
 
 
 def build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
@@ -311,23 +327,55 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    data: dict[str, Any] = _read_file(cls, Path(path)) if path is not None else {}
+    where: dict[str, str] = {}  # dotted key -> where its value was set: "file, line N" ("" for an override)
+    data: dict[str, Any] = _read_file(cls, Path(path), where=where) if path is not None else {}
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-    # Nested sections merge with their defaults rather than replacing them.
-    return _build(cls, _merge_defaults(cls, data))
+        where[key] = ""  # the user just typed it: the key says where
+    try:
+        # Nested sections merge with their defaults rather than replacing them.
+        return _build(cls, _merge_defaults(cls, data))
+    except ConfigError as e:
+        origin = _where_set(e.key, where)
+        if not origin:
+            raise
+        raise ConfigError(f"{origin}: {e}", e.key) from None
 
 
-def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _where_set(key: str | None, where: dict[str, str]) -> str | None:
+    """Where ``key`` (or the nearest section above it) was set; ``seeds[2]`` is the line of ``seeds``."""
+    parts = re.sub(r"\[\d+\]", "", key or "").split(".")
+    for n in range(len(parts), 0, -1):
+        if ".".join(parts[:n]) in where:
+            return where[".".join(parts[:n])]
+    return None
+
+
+def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
+    """Dotted key -> 1-based line of every key in a composed YAML mapping, nested mappings included."""
+    out: dict[str, int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = f"{prefix}{key_node.value}"
+            out[key] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, key + "."))
+    return out
+
+
+def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = (),
+               where: dict[str, str] | None = None) -> dict[str, Any]:
     """A config file's mapping, laid over the file its ``base:`` key names (a path relative to this file), so a
-    config that differs from another in a few settings states only those and cannot drift from the rest."""
+    config that differs from another in a few settings states only those and cannot drift from the rest.
+    ``where`` gets, for each dotted key, the file and line that set it (a base's keys first, then this file's)."""
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
     if path.resolve() in chain:
         raise ConfigError("a cycle of base: files: " + " -> ".join(map(str, (*chain, path.resolve()))))
+    text = path.read_text(encoding="utf-8")
     try:
-        loaded = safe_load(path.read_text(encoding="utf-8")) or {}
+        loaded = safe_load(text) or {}
+        lines = _key_lines(yaml.compose(text, Loader=_Loader))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
     if not isinstance(loaded, dict):
@@ -335,11 +383,13 @@ def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = ()) -> dict[str,
     # A config may name the command that runs it; that key is documentation, not a setting.
     loaded.pop("command", None)
     base = loaded.pop("base", None)
-    if base is None:
-        return loaded
-    if not isinstance(base, str) or not base.strip():
+    if base is not None and (not isinstance(base, str) or not base.strip()):
         raise ConfigError(f"{path}: base must be the path of another config file, got {base!r}")
-    return _overlay(cls, _read_file(cls, path.parent / base, (*chain, path.resolve())), loaded)
+    under = _read_file(cls, path.parent / base, (*chain, path.resolve()), where) if base is not None else None
+    if where is not None:
+        of = f" (the base of {chain[-1]})" if chain else ""
+        where.update({k: f"{path}, line {n}{of}" for k, n in lines.items()})
+    return loaded if under is None else _overlay(cls, under, loaded)
 
 
 def _overlay(cls: type, base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
