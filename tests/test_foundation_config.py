@@ -96,6 +96,11 @@ def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
         load_config(Cfg, top, ["optim.lr=0.1", "optim.betas=[1, 2]"])
     with pytest.raises(ConfigError, match=r"^levels\[1\]: expected int"):
         load_config(Cfg, top, ["optim.lr=0.1", "optim.betas=[1, 2]", "levels=[0, true]"])
+    # An override of a key the file set (or of a section holding it) is the user's, not the file's.
+    with pytest.raises(ConfigError, match=r"^optim\.lr: expected float, got 'slow'$"):
+        load_config(Cfg, top, ["optim.lr=slow"])
+    with pytest.raises(ConfigError, match=r"^optim\.lr: expected float, got 'slow'$"):
+        load_config(Cfg, top, ["optim={lr: slow}"])
     # An unknown key and a section's key: the line that wrote them.
     (tmp_path / "u.yaml").write_text("steps: 3\noptim:\n  lr: 0.1\n  lrr: 2\n")
     with pytest.raises(ConfigError, match=r"^\S*u\.yaml, line 4: unknown config key optim\.lrr"):

@@ -7,9 +7,10 @@ may start from another (``base: other.yaml``, relative to it) and state only wha
 into the base's key by key, other values replace the base's.
 
 Values are checked at load, so a bad one is a one-line error naming its key (and the file and line that set
-it), rather than a crash (or a silently meaningless run) hours later: types strictly (a bool is not an int, a float is finite), and numeric ranges by
-the field's name through ``VALUE_RULES`` (``lr`` > 0, ``batch_size`` >= 1, ...). A field can override its rule
-with ``field(metadata={"min": 0})`` (keys ``min``, ``gt``, ``max``, ``lt``).
+it) rather than a crash (or a silently meaningless run) hours later: types strictly (a bool is not an int, a
+float is finite), and numeric ranges by the field's name through ``VALUE_RULES`` (``lr`` > 0, ``batch_size``
+>= 1, ...). A field can override its rule with ``field(metadata={"min": 0})`` (keys ``min``, ``gt``, ``max``,
+``lt``).
 """
 
 from __future__ import annotations
@@ -327,23 +328,25 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
-    where: dict[str, str] = {}  # dotted key -> where its value was set: "file, line N" ("" for an override)
+    where: dict[str, str | None] = {}  # dotted key -> "file, line N" that set its value; None: an override
     data: dict[str, Any] = _read_file(cls, Path(path), where=where) if path is not None else {}
     for text in overrides or []:
         key, value = parse_override(text)
         _set_dotted(data, key, value)
-        where[key] = ""  # the user just typed it: the key says where
+        for k in [k for k in where if k.startswith(key + ".")]:  # the override replaced them
+            del where[k]
+        where[key] = None  # the user just typed it: the key says where
     try:
         # Nested sections merge with their defaults rather than replacing them.
         return _build(cls, _merge_defaults(cls, data))
     except ConfigError as e:
         origin = _where_set(e.key, where)
-        if not origin:
+        if origin is None:
             raise
         raise ConfigError(f"{origin}: {e}", e.key) from None
 
 
-def _where_set(key: str | None, where: dict[str, str]) -> str | None:
+def _where_set(key: str | None, where: dict[str, str | None]) -> str | None:
     """Where ``key`` (or the nearest section above it) was set; ``seeds[2]`` is the line of ``seeds``."""
     parts = re.sub(r"\[\d+\]", "", key or "").split(".")
     for n in range(len(parts), 0, -1):
@@ -364,7 +367,7 @@ def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
 
 
 def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = (),
-               where: dict[str, str] | None = None) -> dict[str, Any]:
+               where: dict[str, str | None] | None = None) -> dict[str, Any]:
     """A config file's mapping, laid over the file its ``base:`` key names (a path relative to this file), so a
     config that differs from another in a few settings states only those and cannot drift from the rest.
     ``where`` gets, for each dotted key, the file and line that set it (a base's keys first, then this file's)."""
