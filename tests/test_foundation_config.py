@@ -79,6 +79,22 @@ def test_int_is_accepted_for_float_but_not_the_reverse():
         load_config(Cfg, None, ["steps=1.5"])
 
 
+@dataclass
+class Window:
+    lo: int = 0
+    hi: int = 1
+
+    def __post_init__(self):
+        if self.lo >= self.hi:
+            raise ValueError("lo must be below hi")
+
+
+@dataclass
+class Windowed:
+    steps: int = 1
+    window: Window = field(default_factory=Window)
+
+
 def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "root.yaml").write_text("model: big\noptim:\n  betas: [0.5, 0.6]\n  lr: fast\n")
@@ -101,6 +117,24 @@ def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
         load_config(Cfg, top, ["optim.lr=slow"])
     with pytest.raises(ConfigError, match=r"^optim\.lr: expected float, got 'slow'$"):
         load_config(Cfg, top, ["optim={lr: slow}"])
+    # A section's own check is the file's unless an override changed a key inside that section.
+    (tmp_path / "w.yaml").write_text("steps: 3\nwindow:\n  lo: 1\n  hi: 0\n")
+    with pytest.raises(ConfigError, match=r"^\S*w\.yaml, line 2: window: lo must be below hi$"):
+        load_config(Windowed, tmp_path / "w.yaml")
+    with pytest.raises(ConfigError, match=r"^window: lo must be below hi$"):
+        load_config(Windowed, tmp_path / "w.yaml", ["window.lo=5", "window.hi=4"])
+    # An optional section's error keeps its inner key: the base's line, not the top file's section.
+    (tmp_path / "ob.yaml").write_text("optim: {lr: fast}\n")
+    (tmp_path / "ot.yaml").write_text("base: ob.yaml\n\noptim: {betas: [1, 2]}\n")
+    with pytest.raises(ConfigError, match=r"^\S*ob\.yaml, line 1 \(the base of \S*ot\.yaml\): optim\.lr"):
+        load_config(MaybeOptim, tmp_path / "ot.yaml")
+    # YAML keys that are not strings (1:, on:) are unknown keys like any other, as is a looping alias.
+    (tmp_path / "k.yaml").write_text("steps: 3\noptim:\n  on: 2\n")
+    with pytest.raises(ConfigError, match=r"^\S*k\.yaml, line 3: unknown config key optim\.True"):
+        load_config(Cfg, tmp_path / "k.yaml")
+    (tmp_path / "loop.yaml").write_text("optim: &x {lr: 1, me: *x}\n")
+    with pytest.raises(ConfigError, match=r"unknown config key optim\.me"):
+        load_config(Cfg, tmp_path / "loop.yaml")
     # An unknown key and a section's key: the line that wrote them.
     (tmp_path / "u.yaml").write_text("steps: 3\noptim:\n  lr: 0.1\n  lrr: 2\n")
     with pytest.raises(ConfigError, match=r"^\S*u\.yaml, line 4: unknown config key optim\.lrr"):

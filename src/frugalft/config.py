@@ -209,16 +209,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _coerce(value, arg, key)
             except ConfigError as e:
-                errors.append(str(e))
-        if len(errors) == 1:  # ``X | None``: X's own message says more than the union's
-            raise ConfigError(errors[0])
+                errors.append(e)
+        if len(errors) == 1:  # ``X | None``: X's own error (and the key inside X it is about) says more
+            raise errors[0]
         raise ConfigError(f"{key}: {value!r} does not fit {tp}")
     if origin is typing.Literal:
         if isinstance(value, bool) and value not in typing.get_args(tp):
@@ -263,11 +263,11 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     unknown = sorted(set(data) - set(types_))
     renamed: dict[str, str] = getattr(cls, "RENAMED", {})
     if unknown and unknown[0] in renamed:
-        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}", prefix + unknown[0])
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}", f"{prefix}{unknown[0]}")
     if unknown:
         raise ConfigError(
             f"unknown config key {prefix}{unknown[0]!s}; valid keys of {cls.__name__}: {', '.join(sorted(types_))}",
-            prefix + unknown[0],
+            f"{prefix}{unknown[0]}",  # YAML keys may be ints or booleans (`on:`)
         )
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
@@ -347,23 +347,43 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 
 def _where_set(key: str | None, where: dict[str, str | None]) -> str | None:
-    """Where ``key`` (or the nearest section above it) was set; ``seeds[2]`` is the line of ``seeds``."""
+    """Where ``key`` (or the nearest section above it) was set; ``seeds[2]`` is the line of ``seeds``. None for an
+    override, and for a section's own check (``rl: grpo needs ...``) where an override changed a key inside it."""
     parts = re.sub(r"\[\d+\]", "", key or "").split(".")
     for n in range(len(parts), 0, -1):
-        if ".".join(parts[:n]) in where:
-            return where[".".join(parts[:n])]
+        section = ".".join(parts[:n])
+        if section in where:
+            overridden = any(v is None and k.startswith(section + ".") for k, v in where.items())
+            return None if overridden else where[section]
     return None
 
 
-def _key_lines(node: yaml.Node, prefix: str = "") -> dict[str, int]:
-    """Dotted key -> 1-based line of every key in a composed YAML mapping, nested mappings included."""
+def _key_lines(node: yaml.Node, prefix: str = "", seen: frozenset[int] = frozenset()) -> dict[str, int]:
+    """Dotted key -> 1-based line of every key in a composed YAML mapping, nested mappings included; a merge
+    (``<<: *defaults``) gives its keys to the mapping it sits in. ``seen``: the nodes above (an alias may loop)."""
     out: dict[str, int] = {}
-    if isinstance(node, yaml.MappingNode):
-        for key_node, value_node in node.value:
-            key = f"{prefix}{key_node.value}"
-            out[key] = key_node.start_mark.line + 1
-            out.update(_key_lines(value_node, key + "."))
+    if not isinstance(node, yaml.MappingNode) or id(node) in seen:
+        return out
+    seen = seen | {id(node)}
+    for key_node, value_node in node.value:
+        if key_node.value == "<<":  # merged keys first: the mapping's own keys win, as in the values
+            merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            out = {**{k: v for m in merged for k, v in _key_lines(m, prefix, seen).items()}, **out}
+            continue
+        key = f"{prefix}{_key_name(key_node)}"
+        out[key] = key_node.start_mark.line + 1
+        out.update(_key_lines(value_node, key + ".", seen))
     return out
+
+
+def _key_name(node: yaml.Node) -> str:
+    """A mapping key as the loaded data spells it: an unquoted ``on`` is True, ``1`` is 1."""
+    if not isinstance(node, yaml.ScalarNode) or node.style:  # quoted: a string as written
+        return str(node.value)
+    try:
+        return str(safe_load(node.value))
+    except yaml.YAMLError:
+        return str(node.value)
 
 
 def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = (),
