@@ -156,6 +156,19 @@ def test_packaged_configs_load(name, cls):
     assert isinstance(cfg, cls)
 
 
+def test_the_full_mode_table_config_makes_the_documented_cells():
+    # docs/results.md's full-mode table was run from scratch at 4145f2a; its evaluation files record these
+    # fingerprints. A change that alters them leaves that table made by a config no longer shipped.
+    from frugalft.reflect.table import cell_config, digest
+
+    head = load_config(ExperimentConfig, str(resources.files("frugalft") / "configs" / "rl" / "taxi_full_cpu.yaml"))
+    documented = {(0, "reflect_rl"): "374670de53c3d9f9", (0, "sft_rl_noreflect_rinit"): "ebd0790b09b11185",
+                  (2, "sft"): "db57c05da6090fe6", (4, "sft_rl_noreflect"): "1c84feca179b626a",
+                  (4, "sft_noreflect_rinit"): "43cb516670eaece6"}
+    for (seed, method), expected in documented.items():
+        assert digest(cell_config(head, seed, method)) == expected
+
+
 def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_pins():
     # taxi_full_ablations_cpu.yaml is taxi_full_cpu.yaml but for its rows, its seeds and two speed settings pinned
     # to the values its documented table was made with; its cells have that run's fingerprints (computed at
