@@ -56,8 +56,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     exp = load_config(ExperimentConfig, args.config)
     result: dict = {"benchmark": "length_groups", "config": args.config.name, "env": exp.env, "model": exp.model,
-                    "steps": args.steps,
-                    "groups": args.groups, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
+                    "steps": args.steps, "groups": args.groups, "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch "
                     f"{torch.__version__}, {args.threads} threads",
                     "load_average": [round(x, 2) for x in os.getloadavg()]}
     with tempfile.TemporaryDirectory() as tmp:

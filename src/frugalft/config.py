@@ -188,7 +188,7 @@ def _check_range(value: Any, bounds: Bounds, key: str) -> None:
         for k, v in value.items():
             _check_range(v, bounds, f"{key}.{k}")
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and not bounds.admits(value):
-        raise ConfigError(f"{key}: must be {bounds}, got {value!r}")
+        raise ConfigError(f"{key}: must be {bounds}, got {value!r}", key)
 
 
 def _field_types(cls: type) -> dict[str, Any]:
@@ -281,11 +281,7 @@ def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
             raise ConfigError(f"{e} ({renamed[k]})", e.key) from None
         bounds = value_rule(cls, fields[k])
         if bounds is not None:
-            try:
-                _check_range(kwargs[k], bounds, prefix + k)
-            except ConfigError as e:
-                e.key = prefix + k
-                raise
+            _check_range(kwargs[k], bounds, prefix + k)
     try:
         return cls(**kwargs)
     except ConfigError as e:
@@ -395,12 +391,15 @@ def _read_file(cls: type, path: Path, chain: tuple[Path, ...] = (),
         raise ConfigError(f"config file not found: {path}" + (f" (the base of {chain[-1]})" if chain else ""))
     if path.resolve() in chain:
         raise ConfigError("a cycle of base: files: " + " -> ".join(map(str, (*chain, path.resolve()))))
-    text = path.read_text(encoding="utf-8")
-    try:
-        loaded = safe_load(text) or {}
-        lines = _key_lines(yaml.compose(text, Loader=_Loader))
+    loader = _Loader(path.read_text(encoding="utf-8"))
+    try:  # one parse: the node tree gives the keys' lines, then the values (what ``safe_load`` does in one call)
+        node = loader.get_single_node()
+        loaded = (loader.construct_document(node) if node is not None else None) or {}
+        lines = _key_lines(node)
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from e
+    finally:
+        loader.dispose()
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     # A config may name the command that runs it; that key is documentation, not a setting.
