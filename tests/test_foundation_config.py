@@ -132,6 +132,9 @@ def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
     (tmp_path / "k.yaml").write_text("steps: 3\noptim:\n  on: 2\n")
     with pytest.raises(ConfigError, match=r"^\S*k\.yaml, line 3: unknown config key optim\.True"):
         load_config(Cfg, tmp_path / "k.yaml")
+    (tmp_path / "mixed.yaml").write_text("optim:\n  zz: 3\n  1: 2\n")  # keys of two types are still ordered
+    with pytest.raises(ConfigError, match=r"^\S*mixed\.yaml, line 3: unknown config key optim\.1;"):
+        load_config(Cfg, tmp_path / "mixed.yaml")
     (tmp_path / "loop.yaml").write_text("optim: &x {lr: 1, me: *x}\n")
     with pytest.raises(ConfigError, match=r"unknown config key optim\.me"):
         load_config(Cfg, tmp_path / "loop.yaml")
@@ -139,6 +142,20 @@ def test_a_bad_value_names_the_file_and_line_that_set_it(tmp_path):
     (tmp_path / "u.yaml").write_text("steps: 3\noptim:\n  lr: 0.1\n  lrr: 2\n")
     with pytest.raises(ConfigError, match=r"^\S*u\.yaml, line 4: unknown config key optim\.lrr"):
         load_config(Cfg, tmp_path / "u.yaml")
+
+
+@dataclass
+class Labelled:
+    pair: tuple[int, str] = (0, "a")
+    many: tuple[int, ...] = (1, 2)
+
+
+def test_a_tuple_checks_each_item_against_its_own_type():
+    assert load_config(Labelled, None, ["pair=[3, b]", "many=[4, 5, 6]"]) == Labelled((3, "b"), (4, 5, 6))
+    with pytest.raises(ConfigError, match=r"^pair\[1\]: expected str, got 4$"):
+        load_config(Labelled, None, ["pair=[3, 4]"])
+    with pytest.raises(ConfigError, match=r"^many\[2\]: expected int, got 'x'$"):
+        load_config(Labelled, None, ["many=[4, 5, x]"])
 
 
 def test_unknown_key_names_it_and_the_valid_ones(tmp_path):

@@ -235,7 +235,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         args = typing.get_args(tp) or (Any,)
         if origin is tuple and Ellipsis not in args and len(value) != len(args):  # tuple[float, float]: two
             raise ConfigError(f"{key}: expected {len(args)} values, got {len(value)}: {list(value)!r}")
-        items = [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+        item_types = args if origin is tuple and Ellipsis not in args else (args[0],) * len(value)
+        items = [_coerce(v, t, f"{key}[{i}]") for i, (v, t) in enumerate(zip(value, item_types, strict=True))]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
@@ -260,7 +261,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def _build(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     types_ = _field_types(cls)
-    unknown = sorted(set(data) - set(types_))
+    unknown = sorted(set(data) - set(types_), key=str)  # YAML keys may be ints or booleans beside strings
     renamed: dict[str, str] = getattr(cls, "RENAMED", {})
     if unknown and unknown[0] in renamed:
         raise ConfigError(f"unknown config key {prefix}{unknown[0]}: {renamed[unknown[0]]}", f"{prefix}{unknown[0]}")
