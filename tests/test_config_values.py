@@ -169,6 +169,18 @@ def test_the_full_mode_table_config_makes_the_documented_cells():
         assert digest(cell_config(head, seed, method)) == expected
 
 
+def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
+    # rl.update_autocast came after the packaged tables: off (their value) leaves every fingerprint as it was, so
+    # their cells are still their configs'; bf16 is another computation, hence another cell.
+    from frugalft.reflect.table import cell_changes, cell_config, digest
+
+    path = str(resources.files("frugalft") / "configs" / "rl" / "taxi_full_cpu.yaml")
+    off = cell_config(load_config(ExperimentConfig, path, ["rl.update_autocast=off"]), 0, "reflect_rl")
+    bf16 = cell_config(load_config(ExperimentConfig, path, ["rl.update_autocast=bf16"]), 0, "reflect_rl")
+    assert digest(off) == "374670de53c3d9f9" != digest(bf16)
+    assert cell_changes(off, bf16) == ["rl.update_autocast: off -> bf16"]
+
+
 def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_pins():
     # taxi_full_ablations_cpu.yaml is taxi_full_cpu.yaml but for its rows, its seeds and two speed settings pinned
     # to the values its documented table was made with; its cells have that run's fingerprints (computed at

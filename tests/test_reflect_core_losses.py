@@ -125,3 +125,34 @@ def test_gradient_accumulation_equals_one_big_batch():
         assert torch.allclose(pa, pb, atol=1e-6)
         moved = max(moved, float((pa - p0).detach().abs().max()))
     assert moved > 1e-4  # the step did change the weights
+
+
+def test_the_update_under_bf16_autocast_is_the_float32_update_to_bf16_precision():
+    """``rl.update_autocast``: the same update rule, its matmuls in bf16 (so not bit-equal), the weights float32,
+    and the model's attention back to its own implementation afterwards (rollouts run in float32 with it)."""
+    from frugalft.models.precision import training_attention
+    from frugalft.parallel import SINGLE
+    from frugalft.reflect.players import RLConfig
+    from frugalft.reflect.train import update_rule
+
+    lm, tok = load_model("tiny-test", device="cpu", seed=0)
+    ids = LabelAlphabet(("0", "1", "2")).check(tok)
+    before = lm.config._attn_implementation
+    assert before != "eager"  # else the switch below would prove nothing
+    with training_attention(lm, "bf16"):
+        assert lm.config._attn_implementation == "eager"
+    with training_attention(lm, "off"):
+        assert lm.config._attn_implementation == before
+    assert lm.config._attn_implementation == before
+    eps = [_episode(0, True), _episode(1, False, rewards=(-0.05, -0.05, -0.5))]
+    out = {}
+    for choice in ("off", "bf16"):
+        pol = Policy(copy.deepcopy(lm), ids, tok.pad_token_id)
+        opt = torch.optim.SGD([p for p in pol.parameters() if p.requires_grad], lr=1.0)
+        rule = update_rule(RLConfig(update_autocast=choice, replay_capacity=0, max_grad_norm=1e9), None, SINGLE)
+        out[choice] = rule(pol, opt, eps, random.Random(0))
+        assert pol.lm.config._attn_implementation == before
+        assert all(p.dtype == torch.float32 for p in pol.parameters())
+    assert out["bf16"]["loss"] != out["off"]["loss"]  # autocast did run
+    assert out["bf16"]["loss"] == pytest.approx(out["off"]["loss"], rel=2e-2)
+    assert out["bf16"]["grad_norm"] == pytest.approx(out["off"]["grad_norm"], rel=5e-2)

@@ -16,6 +16,7 @@ import torch
 
 from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model
+from frugalft.models.precision import Autocast
 from frugalft.reflect.policy import Policy
 from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
@@ -58,6 +59,9 @@ class RLConfig:
     weight_decay: float = 1e-3
     max_grad_norm: float = 0.3
     minibatch: int = 32  # steps per forward/backward chunk (memory only; REINFORCE still takes one step)
+    # The update's forward and backward under bf16 autocast (frugalft.models.precision), weights and optimizer in
+    # float32; rollouts stay float32. off by default: every packaged table was made without it.
+    update_autocast: Autocast = "off"
     baseline: Literal["none", "batch_mean"] = "none"  # REINFORCE baseline; the authors used none
     entropy_coef: float = 0.0  # entropy bonus (the authors: none)
     replay_capacity: int = 50  # success-replay buffer size (the authors: 50); 0 disables the replay step

@@ -288,6 +288,11 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     return rl
 
 
+# RL settings added after packaged tables were made, at the value those tables ran with: left out of a cell's
+# fingerprint while they keep it, so a field that changes nothing does not orphan every documented cell.
+ADDED_AT_DEFAULT = {"update_autocast": "off"}
+
+
 def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str | None = None) -> dict[str, Any]:
     """Everything that makes a cell's result: the seed's stage configs, the evaluation settings and the method
     (not the list of other methods, seeds or tracking), as plain JSON values. Not the split, which the cell's
@@ -297,7 +302,8 @@ def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str 
 
     data, warm, rl = config.for_seed(seed)
     ev = {k: v for k, v in to_dict(config.eval).items() if k != "split" and (k != "extra" or task_set is not None)}
-    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": to_dict(rl), "eval": ev,
+    rl_fields = {k: v for k, v in to_dict(rl).items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
+    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": rl_fields, "eval": ev,
                 "match": config.match_noreflect_steps, "method": method}
     variant = PLAN[method][0]
     uses = {variant, "reflect"} if variant == "noreflect_rinit" else {variant}  # its policy starts from reflect's

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from frugalft.models.precision import bf16_autocast, training_attention
 from frugalft.parallel import DataParallel
 from frugalft.parallel import setup as data_parallel
 from frugalft.reflect.backends import RolloutBackend, make_backend, make_vec
@@ -145,20 +146,31 @@ UpdateRule = Callable[[Policy, torch.optim.Optimizer, list[Episode], random.Rand
 
 def update_rule(config: RLConfig, replay: SuccessReplay | None, dp: DataParallel) -> UpdateRule:
     """The algorithm's update with its settings read from ``config`` once: ``update(policy, optimizer,
-    episodes, rng) -> metrics``."""
+    episodes, rng) -> metrics``, under ``config.update_autocast``."""
     c = config
     shared = {"temperature": c.temperature, "max_grad_norm": c.max_grad_norm, "minibatch": c.minibatch,
               "entropy_coef": c.entropy_coef}
     if c.algorithm == "reinforce":
         rs = ReinforceSettings(**shared, replay_episodes=c.replay_episodes, baseline=c.baseline)
-        return lambda policy, opt, episodes, rng: reinforce_update(policy, opt, episodes, replay, rng, rs, dp)
-    if c.algorithm == "grpo":
+        rule: UpdateRule = lambda policy, opt, episodes, rng: reinforce_update(  # noqa: E731
+            policy, opt, episodes, replay, rng, rs, dp)
+    elif c.algorithm == "grpo":
         gs = GRPOSettings(**shared, group_size=c.group_size, normalize_std=c.grpo_normalize_std,
                           advantage=c.grpo_advantage, kl_coef=c.kl_coef, gamma=c.gamma)
-        return lambda policy, opt, episodes, rng: grpo_update(policy, opt, episodes, gs, dp)
-    ps = PPOSettings(**shared, epochs=c.ppo_epochs, clip=c.ppo_clip, vf_coef=c.vf_coef, kl_coef=c.kl_coef,
-                     gamma=c.gamma, lam=c.gae_lambda)
-    return lambda policy, opt, episodes, rng: ppo_update(policy, opt, episodes, rng, ps, dp)
+        rule = lambda policy, opt, episodes, rng: grpo_update(policy, opt, episodes, gs, dp)  # noqa: E731
+    else:
+        ps = PPOSettings(**shared, epochs=c.ppo_epochs, clip=c.ppo_clip, vf_coef=c.vf_coef, kl_coef=c.kl_coef,
+                         gamma=c.gamma, lam=c.gae_lambda)
+        rule = lambda policy, opt, episodes, rng: ppo_update(policy, opt, episodes, rng, ps, dp)  # noqa: E731
+    if c.update_autocast == "off":
+        return rule
+
+    def under_autocast(policy: Policy, opt: torch.optim.Optimizer, episodes: list[Episode],
+                       rng: random.Random) -> dict[str, float]:
+        with training_attention(policy.lm, c.update_autocast), bf16_autocast(c.update_autocast, policy.device):
+            return rule(policy, opt, episodes, rng)
+
+    return under_autocast
 
 
 def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,

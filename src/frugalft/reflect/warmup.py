@@ -51,6 +51,7 @@ import torch.nn.functional as F
 from frugalft.atomic import atomic_path, write_json, write_jsonl
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model, max_positions, trunk_hidden
+from frugalft.models.precision import Autocast, bf16_autocast, uses_autocast
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.prompts import (
     DEFAULT_LABELS,
@@ -100,7 +101,7 @@ class WarmupConfig:
     dtype: str = "auto"  # auto = bf16 on GPUs that have it, float32 on CPU
     # bf16 matmuls under autocast, weights and optimizer in float32. auto: on CPUs with native bf16
     # (AVX-512 BF16 / AMX), where a tiny model's step is ~1.5x faster; off elsewhere (GPU weights are bf16 anyway).
-    autocast: Literal["auto", "off", "bf16"] = "auto"
+    autocast: Autocast = "auto"
     # LoRA adapters (merged into the weights at the end) or all weights: full for tiny models. Spelled as in
     # RLConfig and SFTConfig.
     finetune: Literal["full", "lora"] = "full"
@@ -261,12 +262,11 @@ def sft_max_length(config: WarmupConfig, lm: torch.nn.Module) -> int:
 
 
 def use_training_attention(lm: torch.nn.Module, config: WarmupConfig) -> None:
-    """Matmul ("eager") attention for SFT under bf16 autocast on a CPU: PyTorch's CPU flash attention runs its
-    bf16 backward ~3x slower than its float32 one, and at a few hundred tokens plain matmuls make a tiny-env
-    step ~1.2x faster (benchmarks/bench_warmup.py). Not saved with the model: RL and evaluation run in float32,
-    where SDPA is the faster one."""
+    """Matmul ("eager") attention for SFT under bf16 autocast on a CPU (``frugalft.models.precision``): at a few
+    hundred tokens it makes a tiny-env step ~1.2x faster (benchmarks/bench_warmup.py). Not saved with the
+    model: RL and evaluation run in float32, where SDPA is the faster one."""
     device = next(lm.parameters()).device
-    if device.type == "cpu" and isinstance(autocast_context(config, device), torch.autocast):
+    if device.type == "cpu" and uses_autocast(config.autocast, device):
         lm.set_attn_implementation("eager")
 
 
@@ -303,9 +303,7 @@ class Validation:
 
 def autocast_context(config: WarmupConfig, device: torch.device) -> contextlib.AbstractContextManager:
     """The forward passes' autocast (see ``WarmupConfig.autocast``)."""
-    on = config.autocast == "bf16" or (config.autocast == "auto" and device.type == "cpu"
-                                        and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
+    return bf16_autocast(config.autocast, device)
 
 
 def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: int, config: WarmupConfig,
