@@ -4,8 +4,9 @@ In the packaged DangerousTaxi tables the REINFORCE update (a step on the fresh b
 successes) takes most of an RL iteration's time: 1.0-3.1 s against 0.3-2.0 s of rollout (seed 4 of the
 full-mode table, two processes on 2 cores). This times that update through ``frugalft.reflect.train.update_rule``,
 the code path RL runs, on the successful episodes a finished RL run kept in its last checkpoint's replay buffer
-(their prompts, reflections included, are the lengths RL scores), from the policy that run started from, and
-checks what autocast changes in the numbers: the loss and the gradient of the same update from the same weights.
+(their prompts, reflections included, are the lengths RL scores; a real batch also has failures, whose
+episodes are longer), from the policy that run started from, and checks what autocast changes in the numbers:
+the loss and the gradient of the same update from the same weights.
 
     python benchmarks/bench_rl_update.py --rl-run RUN/seed-0/rl/reflect_rl [--iterations 8] [--threads 1]
 """
@@ -32,6 +33,7 @@ from frugalft.reflect.players import RLConfig, build_players
 from frugalft.reflect.reinforce import SuccessReplay, flatten
 from frugalft.reflect.rollout import Episode
 from frugalft.reflect.train import update_rule
+from frugalft.seeding import seed_everything
 
 
 def replayed_episodes(rl_run: Path) -> list[Episode]:
@@ -46,7 +48,9 @@ def replayed_episodes(rl_run: Path) -> list[Episode]:
 
 
 def fresh(config: RLConfig):
-    """The run's starting policy and its optimizer, as ``train`` builds them."""
+    """The run's starting policy and its optimizer, as ``train`` builds them (seeded first, as ``train`` is: a
+    LoRA policy's adapters are then the same in every call)."""
+    seed_everything(config.seed)
     policy = build_players(config).policy
     params = [p for p in policy.parameters() if p.requires_grad]
     return policy, torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
@@ -72,11 +76,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     base = load_config(RLConfig, args.rl_run / "config.yaml")
     base = replace(base, device="cpu", workers=0)
+    if base.algorithm != "reinforce":
+        raise SystemExit(f"{args.rl_run}: a {base.algorithm} run; this times REINFORCE's update (fresh batch + replay)")
     episodes = replayed_episodes(args.rl_run)
     steps, _ = flatten(episodes[: base.num_envs])
     result: dict = {"benchmark": "rl_update", "rl_run": str(args.rl_run), "algorithm": base.algorithm,
                     "reflection": base.reflection_model is not None, "episodes_kept": len(episodes),
-                    "steps_per_batch": len(steps), "mean_prompt_tokens": round(statistics.mean(
+                    "batches": "successful episodes only (the replay buffer's)", "steps_per_batch": len(steps), "mean_prompt_tokens": round(statistics.mean(
                         len(s.prompt_ids) for ep in episodes for s in ep.steps), 1),
                     "bf16_native": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
                     "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
@@ -100,7 +106,8 @@ def main() -> None:
     n = base.num_envs
     for it in range(args.iterations + 1):  # the first of each is a warm-up, not timed
         batch = [episodes[(it * n + j) % len(episodes)] for j in range(n)]
-        for name, (policy, opt, _, update) in runs.items():
+        order = list(runs.items()) if it % 2 == 0 else list(runs.items())[::-1]
+        for name, (policy, opt, _, update) in order:
             w, c = time.perf_counter(), time.process_time()
             update(policy, opt, batch, random.Random(f"update-{it}"))
             if it:

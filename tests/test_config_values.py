@@ -179,6 +179,9 @@ def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
     bf16 = cell_config(load_config(ExperimentConfig, path, ["rl.update_autocast=bf16"]), 0, "reflect_rl")
     assert digest(off) == "374670de53c3d9f9" != digest(bf16)
     assert cell_changes(off, bf16) == ["rl.update_autocast: off -> bf16"]
+    assert cell_changes(bf16, off) == ["rl.update_autocast: bf16 -> off"]  # a bf16 cell is not an off one
+    old = {**off, "rl": {k: v for k, v in off["rl"].items() if k != "update_autocast"}}  # recorded before the field
+    assert cell_changes(old, off) == [] and cell_changes(old, bf16) == ["rl.update_autocast: off -> bf16"]
 
 
 def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_pins():

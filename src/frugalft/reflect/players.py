@@ -60,7 +60,8 @@ class RLConfig:
     max_grad_norm: float = 0.3
     minibatch: int = 32  # steps per forward/backward chunk (memory only; REINFORCE still takes one step)
     # The update's forward and backward under bf16 autocast (frugalft.models.precision), weights and optimizer in
-    # float32; rollouts stay float32. off by default: every packaged table was made without it.
+    # float32; rollouts stay float32. off by default: every packaged table was made without it. PPO's ratio and
+    # KL then compare bf16 log-probs with the rollout's float32 ones (the first epoch's ratio is not exactly 1).
     update_autocast: Autocast = "off"
     baseline: Literal["none", "batch_mean"] = "none"  # REINFORCE baseline; the authors used none
     entropy_coef: float = 0.0  # entropy bonus (the authors: none)

@@ -339,7 +339,10 @@ def cell_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     # settings is not the result of a config that dropped them
     old_own, new_own = recorded.get("variant_warmup") or {}, current.get("variant_warmup") or {}
     changes = [] if old_own == new_own else [f"variant_warmup: {old_own} -> {new_own}"]
-    strip = ({k: v for k, v in d.items() if k != "variant_warmup"} for d in (recorded, current))
+    strip = [{k: v for k, v in d.items() if k != "variant_warmup"} for d in (recorded, current)]
+    # a field left out of the fingerprint at its old value is put back on both sides: a cell recorded with
+    # another value (update_autocast: bf16) is not the result of a config that has the old one
+    strip = [{**d, "rl": {**ADDED_AT_DEFAULT, **d["rl"]}} if isinstance(d.get("rl"), dict) else d for d in strip]
     return changes + config_changes(*strip, _cell_defaults())
 
 
