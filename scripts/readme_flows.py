@@ -249,6 +249,8 @@ RULES: tuple[Rule, ...] = (
          reason="without the 300-start 'paper' evaluation and the extra seeds"),
     Rule("rl table -c src/frugalft/configs/rl/taxi_full_ablations_cpu.yaml", SMALL,
          RL_SMALL + " " + _sets("eval.extra={}"), reason="without the 300-start 'paper' evaluation"),
+    Rule("rl table -c src/frugalft/configs/rl/taxi_full_reflection_cpu.yaml", SMALL,
+         RL_SMALL + " " + _sets("eval.extra={}"), reason="without the 300-start 'paper' evaluation"),
     Rule("examples/count_to/config.yaml", RUN, reason="~2 min: a user's own environment and teacher"),
     # Label-efficient SFT
     Rule(POOL, SMALL, "--size 1000 --eval-per-task 4"),
