@@ -17,25 +17,30 @@ import torch
 Autocast = Literal["auto", "off", "bf16"]
 
 
-def bf16_autocast(choice: Autocast, device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` to bf16 for ``bf16``, and for ``auto`` on a CPU that computes bf16 natively; else a
-    no-op context (``off``, or ``auto`` elsewhere: GPU weights are usually bf16 already)."""
-    on = choice == "bf16" or (choice == "auto" and device.type == "cpu"
-                              and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    return torch.autocast(device.type, dtype=torch.bfloat16) if on else contextlib.nullcontext()
-
-
 def uses_autocast(choice: Autocast, device: torch.device) -> bool:
-    return isinstance(bf16_autocast(choice, device), torch.autocast)
+    """``bf16``, or ``auto`` on a CPU that computes bf16 natively (``off``, or ``auto`` elsewhere: no; GPU weights
+    are usually bf16 already)."""
+    return choice == "bf16" or (choice == "auto" and device.type == "cpu"
+                                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def bf16_autocast(choice: Autocast, device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to bf16 where ``uses_autocast``, else a no-op context."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if uses_autocast(choice, device) else contextlib.nullcontext()
+
+
+def wants_matmul_attention(lm: torch.nn.Module, choice: Autocast) -> bool:
+    """Whether ``lm`` should train with matmul ("eager") attention under ``choice``: on a CPU, under autocast."""
+    device = next(lm.parameters()).device
+    return device.type == "cpu" and uses_autocast(choice, device)
 
 
 @contextlib.contextmanager
 def training_attention(lm: torch.nn.Module, choice: Autocast) -> Iterator[None]:
-    """Within the block, matmul attention where ``choice`` autocasts on a CPU; the model's own implementation
-    again after it (rollouts and evaluation run in float32, where SDPA is the faster one)."""
-    device = next(lm.parameters()).device
+    """Within the block, matmul attention where ``wants_matmul_attention``; the model's own implementation again
+    after it (rollouts and evaluation run in float32, where SDPA is the faster one)."""
     before = getattr(lm.config, "_attn_implementation", None)
-    switch = device.type == "cpu" and uses_autocast(choice, device) and before not in (None, "eager")
+    switch = before not in (None, "eager") and wants_matmul_attention(lm, choice)
     if switch:
         lm.set_attn_implementation("eager")
     try:

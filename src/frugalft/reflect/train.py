@@ -147,30 +147,33 @@ UpdateRule = Callable[[Policy, torch.optim.Optimizer, list[Episode], random.Rand
 def update_rule(config: RLConfig, replay: SuccessReplay | None, dp: DataParallel) -> UpdateRule:
     """The algorithm's update with its settings read from ``config`` once: ``update(policy, optimizer,
     episodes, rng) -> metrics``, under ``config.update_autocast``."""
+    rule = _algorithm_rule(config, replay, dp)
+    if config.update_autocast == "off":
+        return rule
+    choice = config.update_autocast
+
+    def under_autocast(policy: Policy, opt: torch.optim.Optimizer, episodes: list[Episode],
+                       rng: random.Random) -> dict[str, float]:
+        with training_attention(policy.lm, choice), bf16_autocast(choice, policy.device):
+            return rule(policy, opt, episodes, rng)
+
+    return under_autocast
+
+
+def _algorithm_rule(config: RLConfig, replay: SuccessReplay | None, dp: DataParallel) -> UpdateRule:
     c = config
     shared = {"temperature": c.temperature, "max_grad_norm": c.max_grad_norm, "minibatch": c.minibatch,
               "entropy_coef": c.entropy_coef}
     if c.algorithm == "reinforce":
         rs = ReinforceSettings(**shared, replay_episodes=c.replay_episodes, baseline=c.baseline)
-        rule: UpdateRule = lambda policy, opt, episodes, rng: reinforce_update(  # noqa: E731
-            policy, opt, episodes, replay, rng, rs, dp)
-    elif c.algorithm == "grpo":
+        return lambda policy, opt, episodes, rng: reinforce_update(policy, opt, episodes, replay, rng, rs, dp)
+    if c.algorithm == "grpo":
         gs = GRPOSettings(**shared, group_size=c.group_size, normalize_std=c.grpo_normalize_std,
                           advantage=c.grpo_advantage, kl_coef=c.kl_coef, gamma=c.gamma)
-        rule = lambda policy, opt, episodes, rng: grpo_update(policy, opt, episodes, gs, dp)  # noqa: E731
-    else:
-        ps = PPOSettings(**shared, epochs=c.ppo_epochs, clip=c.ppo_clip, vf_coef=c.vf_coef, kl_coef=c.kl_coef,
-                         gamma=c.gamma, lam=c.gae_lambda)
-        rule = lambda policy, opt, episodes, rng: ppo_update(policy, opt, episodes, rng, ps, dp)  # noqa: E731
-    if c.update_autocast == "off":
-        return rule
-
-    def under_autocast(policy: Policy, opt: torch.optim.Optimizer, episodes: list[Episode],
-                       rng: random.Random) -> dict[str, float]:
-        with training_attention(policy.lm, c.update_autocast), bf16_autocast(c.update_autocast, policy.device):
-            return rule(policy, opt, episodes, rng)
-
-    return under_autocast
+        return lambda policy, opt, episodes, rng: grpo_update(policy, opt, episodes, gs, dp)
+    ps = PPOSettings(**shared, epochs=c.ppo_epochs, clip=c.ppo_clip, vf_coef=c.vf_coef, kl_coef=c.kl_coef,
+                     gamma=c.gamma, lam=c.gae_lambda)
+    return lambda policy, opt, episodes, rng: ppo_update(policy, opt, episodes, rng, ps, dp)
 
 
 def train(config: RLConfig, run_dir: str | Path | RunDir, resume: bool = True,

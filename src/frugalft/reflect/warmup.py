@@ -51,7 +51,7 @@ import torch.nn.functional as F
 from frugalft.atomic import atomic_path, write_json, write_jsonl
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model, max_positions, trunk_hidden
-from frugalft.models.precision import Autocast, bf16_autocast, uses_autocast
+from frugalft.models.precision import Autocast, bf16_autocast, wants_matmul_attention
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.prompts import (
     DEFAULT_LABELS,
@@ -265,8 +265,7 @@ def use_training_attention(lm: torch.nn.Module, config: WarmupConfig) -> None:
     """Matmul ("eager") attention for SFT under bf16 autocast on a CPU (``frugalft.models.precision``): at a few
     hundred tokens it makes a tiny-env step ~1.2x faster (benchmarks/bench_warmup.py). Not saved with the
     model: RL and evaluation run in float32, where SDPA is the faster one."""
-    device = next(lm.parameters()).device
-    if device.type == "cpu" and uses_autocast(config.autocast, device):
+    if wants_matmul_attention(lm, config.autocast):
         lm.set_attn_implementation("eager")
 
 
