@@ -213,3 +213,34 @@ def test_the_search_expert_uses_only_what_the_player_has_seen(data):
             assert info["success"], (task, env.history)
             assert gone == expected[:len(gone)]  # the listing order, skipping what cannot hold the object
             assert first_take is not None and first_take.split(" ")[1] == obj
+
+
+def test_the_notepad_is_the_opening_listing_minus_what_the_player_has_looked_into(data):
+    """notepad=True adds "Not searched": the room's opening listing, in order, less the places whose contents the
+    player has seen (surfaces it went to, receptacles it opened), recomputed here from the observations alone;
+    the default observation has no such section, and the expert plays the same moves with or without it."""
+    import re
+
+    plain = ALFWorld(data_path=str(data), split="train", horizon=40, oracle="search")
+    noted = ALFWorld(data_path=str(data), split="train", horizon=40, oracle="search", notepad=True)
+    for task in plain.task_ids("train"):
+        obs_p, info_p = plain.reset(options={"task_id": task})
+        obs, info = noted.reset(options={"task_id": task})
+        assert "not_searched" not in info_p["parts"] and "Not searched" not in obs_p
+        listing = re.search(r"you see (.+)\.", info["parts"]["location"]).group(1)
+        rooms = [x.removeprefix("and ").removeprefix("a ").strip() for x in listing.split(", ")]
+        assert info["parts"]["not_searched"] == ", ".join(rooms) and "Not searched:\n" + ", ".join(rooms) in obs
+        seen: set[str] = set()
+        for _ in range(40):
+            a = noted.oracle_action()
+            assert a == plain.oracle_action()
+            obs, _, term, trunc, info = noted.step(a)
+            plain.step(a)
+            here = re.match(r"You are at (.+?)\. (The .+? is (open|closed)|On the)", info["parts"]["location"])
+            if here and here.group(3) != "closed":  # an open receptacle or a surface: its contents were shown
+                seen.add(here.group(1))
+            if term or trunc:
+                break
+            left = [r for r in rooms if r not in seen]
+            assert info["parts"]["not_searched"] == (", ".join(left) or "nothing"), (task, noted.history)
+        assert info["success"]

@@ -82,8 +82,8 @@ def _room_name(description: str | None) -> str | None:
 class TextWorldGames(TextEnv):
     """Base: one task = one game file."""
 
-    section_titles = {"task": "Task", "location": "Location", "inventory": "Inventory", "history": "History",
-                      "last_result": "Last result"}
+    section_titles = {"task": "Task", "location": "Location", "inventory": "Inventory",
+                      "not_searched": "Not searched", "history": "History", "last_result": "Last result"}
     invalid_penalty = -1.0  # a point of score: choosing an unlisted command is costly, and changes nothing
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
@@ -309,7 +309,8 @@ class ALFWorld(TextWorldGames):
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", data_path: str | None = None,
                  task_family: str = "pick_and_place_simple", test_subset: str = "valid_unseen",
-                 valid_subset: str = "valid_seen", oracle: str = "planner", render_mode: str | None = None) -> None:
+                 valid_subset: str = "valid_seen", oracle: str = "planner", notepad: bool = False,
+                 render_mode: str | None = None) -> None:
         """data_path: ALFWorld's data folder (default $ALFWORLD_DATA). test_subset, valid_subset: which of
         ALFWorld's subsets (train, valid_seen, valid_unseen) are the test and valid splits; they must differ
         from each other and from train. oracle (``.tw-pddl`` games): ``planner``, the engine's plan, which
@@ -317,10 +318,17 @@ class ALFWorld(TextWorldGames):
         looks in the receptacles that can hold the goal object (the game's ``canContain`` rules, never a goal
         receptacle), in the room's listing order, opening closed ones, until it sees the object, then carries
         it (``search_action``). A player can learn to imitate ``search`` on rooms it has never seen; the
-        planner's first move in a new room is a guess to anyone without its privilege."""
+        planner's first move in a new room is a guess to anyone without its privilege.
+
+        notepad (``.tw-pddl`` games): add a "Not searched" section to the observation: the receptacles of the
+        room's opening listing whose contents the player has not seen yet, in that order. Nothing hidden: it
+        is the listing the player read at the start minus the places its own history opened or went to (ALFWorld
+        shows that listing only before the first move, so without the note a player must recall it). Off by
+        default: ALFWorld's observation as the paper's agents read it."""
         if oracle not in ("planner", "search"):
             raise ValueError(f"oracle must be 'planner' or 'search', got {oracle!r}")
         self.oracle = oracle
+        self.notepad = notepad
         path = data_path or os.environ.get("ALFWORLD_DATA")
         if not path or not Path(path).expanduser().is_dir():
             where = f" ({path} does not exist)" if path else ""
@@ -463,13 +471,11 @@ class ALFWorld(TextWorldGames):
             where = f"You are at {at}. On the {at}, you see {_listing(w['contents'].get(at, []))}."
         carrying = (f"You are carrying: {_listing(w['holding'])}." if w["holding"]
                     else "You are not carrying anything.")
-        return {
-            "task": self._task_text() or "(no task given)",
-            "location": where,
-            "inventory": carrying,
-            "history": self.history_text(),
-            "last_result": self.last_result or "(start)",
-        }
+        parts = {"task": self._task_text() or "(no task given)", "location": where, "inventory": carrying}
+        if self.notepad:
+            searched = self._searched(w)
+            parts["not_searched"] = ", ".join(r for r in w["receptacles"] if r not in searched) or "nothing"
+        return {**parts, "history": self.history_text(), "last_result": self.last_result or "(start)"}
 
     def _policy(self) -> list[str]:
         if not self._pddl:
