@@ -1,0 +1,95 @@
+"""What a warmed-up policy gets right on its warm-up's held-out rows, by the verb of the expert's command, read
+with the reflection model's own reflection (what ``policy_data.jsonl`` holds), with the teacher's put in its place,
+and with none.
+
+    python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0
+    python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 \\
+        --train-on-teacher runs/probe-teacher-policy      # first train the policy on the teacher's reflections
+
+The rows are the held-out share of the reflecting policy's warm-up set (``warmup/reflect/policy_data.jsonl``, the
+split the warm-up's early stopping used, same seed), so nothing of the valid or test split is read. On ALFWorld
+the verbs separate "which place or object" (``go``, ``take``: find a named item in the action list) from "what to
+do here" (``open``, ``move``). ``--train-on-teacher OUT`` trains the same policy warm-up (same config, the same
+trained reflection model to start from) on the teacher's reflections instead of the model's, writes it to
+``OUT/policy``, and diagnoses that policy: an upper bound on what a perfect reflection model would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import Counter
+from pathlib import Path
+
+import torch
+import yaml
+
+from frugalft.config import build
+from frugalft.models import load_model
+from frugalft.reflect.policy import Policy, score_steps
+from frugalft.reflect.warmup import (
+    WarmupConfig,
+    alphabet_of,
+    encode_policy_set,
+    read_jsonl,
+    sft_max_length,
+    split_validation,
+    train_policy,
+)
+
+
+def held_out(rows: list[dict], config: WarmupConfig, limit: int) -> list[int]:
+    """The warm-up's held-out row indices (its own split), the first ``limit`` of them."""
+    _, val_idx = split_validation(rows, config.val_fraction, config.seed)
+    return val_idx[:limit]
+
+
+def accuracy_by_verb(model_dir: Path, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:
+    """{verb, row kind or "all": (share of rows where the most likely listed action is the target, rows)}."""
+    lm, tok = load_model(str(model_dir), device="cpu", seed=config.seed)
+    lm.eval()
+    alphabet = alphabet_of(config)
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id)
+    examples = encode_policy_set(tok, rows, alphabet, sft_max_length(config, lm), config.seed)
+    hits, total = Counter(), Counter()
+    with torch.no_grad():
+        for k in range(0, len(examples), 16):
+            batch = examples[k: k + 16]
+            scores = score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch],
+                                 [e.target for e in batch])
+            for e, best, row in zip(batch, scores.listed.argmax(-1).tolist(), rows[k: k + 16], strict=True):
+                for key in (row["target"].split(" ")[0], row["kind"], "all"):
+                    total[key] += 1
+                    hits[key] += int(best == e.target)
+    return {key: (hits[key] / total[key], total[key]) for key in sorted(total)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--seed-dir", type=Path, required=True, help="a table's seed-S directory (warm-ups done)")
+    ap.add_argument("--limit", type=int, default=400, help="held-out rows to score")
+    ap.add_argument("--train-on-teacher", type=Path, default=None, metavar="OUT")
+    args = ap.parse_args()
+    warm = args.seed_dir / "warmup" / "reflect"
+    config = build(WarmupConfig, yaml.safe_load((warm / "policy" / "config.yaml").read_text(encoding="utf-8")))
+    rows = read_jsonl(warm / "policy_data.jsonl")
+    model_dir = warm / "policy" / "model"
+    if args.train_on_teacher is not None:
+        out = args.train_on_teacher
+        out.mkdir(parents=True, exist_ok=True)
+        data = out / "policy_teacher.jsonl"
+        data.write_text("".join(json.dumps({**r, "reflection": r["teacher_reflection"]}) + "\n" for r in rows),
+                        encoding="utf-8")
+        model_dir = train_policy(config, data, out / "policy", start=warm / "reflection" / "model")
+    idx = held_out(rows, config, args.limit)
+    variants = {"model's": [rows[i] for i in idx],
+                "teacher's": [{**rows[i], "reflection": rows[i]["teacher_reflection"]} for i in idx],
+                "none": [{**rows[i], "reflection": None} for i in idx]}
+    print(f"policy {model_dir}, {len(idx)} held-out rows; accuracy % (rows) by the expert's verb and row kind")
+    for name, variant in variants.items():
+        acc = accuracy_by_verb(model_dir, config, variant)
+        print(f"reflection {name:10s} " + "  ".join(f"{k} {100 * a:.0f} ({n})" for k, (a, n) in acc.items()))
+
+
+if __name__ == "__main__":
+    main()
