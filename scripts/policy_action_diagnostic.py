@@ -3,11 +3,13 @@ with the reflection model's own reflection (what ``policy_data.jsonl`` holds), w
 and with none.
 
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0
+    python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 --variant noreflect
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 \\
         --train-on-teacher runs/probe-teacher-policy      # first train the policy on the teacher's reflections
 
-The rows are the held-out share of the reflecting policy's warm-up set (``warmup/reflect/policy_data.jsonl``, the
-split the warm-up's early stopping used, same seed), so nothing of the valid or test split is read. On ALFWorld
+The rows are the held-out share of that policy's warm-up set (``warmup/reflect/policy_data.jsonl`` for the
+reflecting policy, ``data/policy_noreflect.jsonl`` for a no-reflection one: the split the warm-up's early stopping
+used, same seed), so nothing of the valid or test split is read. On ALFWorld
 the verbs separate "which place or object" (``go``, ``take``: find a named item in the action list) from "what to
 do here" (``open``, ``move``). ``--train-on-teacher OUT`` trains the same policy warm-up (same config, the same
 trained reflection model to start from) on the teacher's reflections instead of the model's, writes it to
@@ -28,6 +30,7 @@ from frugalft.config import build
 from frugalft.models import load_model
 from frugalft.reflect.policy import Policy, score_steps
 from frugalft.reflect.warmup import (
+    VARIANTS,
     WarmupConfig,
     alphabet_of,
     encode_policy_set,
@@ -67,14 +70,20 @@ def accuracy_by_verb(model_dir: Path, config: WarmupConfig, rows: list[dict]) ->
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seed-dir", type=Path, required=True, help="a table's seed-S directory (warm-ups done)")
+    ap.add_argument("--variant", default="reflect", choices=sorted(VARIANTS),
+                    help="which warm-up's policy (reflect: the one Reflect-RL starts from)")
     ap.add_argument("--limit", type=int, default=400, help="held-out rows to score")
     ap.add_argument("--train-on-teacher", type=Path, default=None, metavar="OUT")
     args = ap.parse_args()
-    warm = args.seed_dir / "warmup" / "reflect"
+    warm = args.seed_dir / "warmup" / args.variant
     config = build(WarmupConfig, yaml.safe_load((warm / "policy" / "config.yaml").read_text(encoding="utf-8")))
-    rows = read_jsonl(warm / "policy_data.jsonl")
+    # What that variant's policy trained on (warmup.warmup): the model-reflection set where there is one.
+    data = warm / "policy_data.jsonl"
+    rows = read_jsonl(data if data.exists() else args.seed_dir / "data" / VARIANTS[args.variant][1])
     model_dir = warm / "policy" / "model"
     if args.train_on_teacher is not None:
+        if args.variant != "reflect":
+            ap.error("--train-on-teacher needs --variant reflect (a policy that reads reflections)")
         out = args.train_on_teacher
         out.mkdir(parents=True, exist_ok=True)
         data = out / "policy_teacher.jsonl"
@@ -82,9 +91,10 @@ def main() -> None:
                         encoding="utf-8")
         model_dir = train_policy(config, data, out / "policy", start=warm / "reflection" / "model")
     idx = held_out(rows, config, args.limit)
-    variants = {"model's": [rows[i] for i in idx],
-                "teacher's": [{**rows[i], "reflection": rows[i]["teacher_reflection"]} for i in idx],
-                "none": [{**rows[i], "reflection": None} for i in idx]}
+    variants = {"none": [{**rows[i], "reflection": None} for i in idx]}
+    if "teacher_reflection" in rows[0]:  # a reflecting policy: also with the model's and the teacher's reflection
+        variants = {"model's": [rows[i] for i in idx],
+                    "teacher's": [{**rows[i], "reflection": rows[i]["teacher_reflection"]} for i in idx], **variants}
     print(f"policy {model_dir}, {len(idx)} held-out rows; accuracy % (rows) by the expert's verb and row kind")
     for name, variant in variants.items():
         acc = accuracy_by_verb(model_dir, config, variant)
