@@ -322,8 +322,8 @@ class ALFWorld(TextWorldGames):
 
         notepad (``.tw-pddl`` games): add a "Not searched" section to the observation: the receptacles of the
         room's opening listing whose contents the player has not seen yet, in that order. Nothing hidden: it
-        is the listing the player read at the start minus the places its own history opened or went to (ALFWorld
-        shows that listing only before the first move, so without the note a player must recall it). Off by
+        is the listing the player read at the start minus the surfaces it went to and the receptacles it opened
+        (ALFWorld shows that listing only before the first move, so without the note a player must recall it). Off by
         default: ALFWorld's observation as the paper's agents read it."""
         if oracle not in ("planner", "search"):
             raise ValueError(f"oracle must be 'planner' or 'search', got {oracle!r}")
