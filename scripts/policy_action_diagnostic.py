@@ -47,13 +47,16 @@ def held_out(rows: list[dict], config: WarmupConfig, limit: int) -> list[int]:
     return val_idx[:limit]
 
 
-def accuracy_by_verb(model_dir: Path, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:
-    """{verb, row kind or "all": (share of rows where the most likely listed action is the target, rows)}."""
+def load_policy(model_dir: Path, config: WarmupConfig) -> tuple[Policy, object]:
+    """The warmed-up policy (eval mode) and its tokenizer."""
     lm, tok = load_model(str(model_dir), device="cpu", seed=config.seed)
     lm.eval()
-    alphabet = alphabet_of(config)
-    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id)
-    examples = encode_policy_set(tok, rows, alphabet, sft_max_length(config, lm), config.seed)
+    return Policy(lm, alphabet_of(config).check(tok), tok.pad_token_id), tok
+
+
+def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:
+    """{verb, row kind or "all": (share of rows where the most likely listed action is the target, rows)}."""
+    examples = encode_policy_set(tok, rows, alphabet_of(config), sft_max_length(config, policy.lm), config.seed)
     hits, total = Counter(), Counter()
     with torch.no_grad():
         for k in range(0, len(examples), 16):
@@ -96,8 +99,9 @@ def main() -> None:
         variants = {"model's": [rows[i] for i in idx],
                     "teacher's": [{**rows[i], "reflection": rows[i]["teacher_reflection"]} for i in idx], **variants}
     print(f"policy {model_dir}, {len(idx)} held-out rows; accuracy % (rows) by the expert's verb and row kind")
+    policy, tok = load_policy(model_dir, config)
     for name, variant in variants.items():
-        acc = accuracy_by_verb(model_dir, config, variant)
+        acc = accuracy_by_verb(policy, tok, config, variant)
         print(f"reflection {name:10s} " + "  ".join(f"{k} {100 * a:.0f} ({n})" for k, (a, n) in acc.items()))
 
 

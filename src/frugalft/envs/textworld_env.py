@@ -82,8 +82,8 @@ def _room_name(description: str | None) -> str | None:
 class TextWorldGames(TextEnv):
     """Base: one task = one game file."""
 
-    section_titles = {"task": "Task", "location": "Location", "inventory": "Inventory",
-                      "not_searched": "Not searched", "history": "History", "last_result": "Last result"}
+    section_titles = {"task": "Task", "location": "Location", "inventory": "Inventory", "history": "History",
+                      "last_result": "Last result"}
     invalid_penalty = -1.0  # a point of score: choosing an unlisted command is costly, and changes nothing
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
@@ -305,6 +305,7 @@ class ALFWorld(TextWorldGames):
     """
 
     family = "alfworld"
+    section_titles = {**TextWorldGames.section_titles, "not_searched": "Not searched"}  # notepad=True
 
     def __init__(self, split: str = "train", level: int | None = None, horizon: int = 15,
                  invalid_action: str = "penalize", data_path: str | None = None,
@@ -473,8 +474,7 @@ class ALFWorld(TextWorldGames):
                     else "You are not carrying anything.")
         parts = {"task": self._task_text() or "(no task given)", "location": where, "inventory": carrying}
         if self.notepad:
-            searched = self._searched(w)
-            parts["not_searched"] = ", ".join(r for r in w["receptacles"] if r not in searched) or "nothing"
+            parts["not_searched"] = ", ".join(self._unsearched(w)) or "nothing"
         return {**parts, "history": self.history_text(), "last_result": self.last_result or "(start)"}
 
     def _policy(self) -> list[str]:
@@ -490,12 +490,16 @@ class ALFWorld(TextWorldGames):
         went = {h.removeprefix("go to ") for h in self.history if h.startswith("go to ")}
         return {h.removeprefix("open ") for h in self.history if h.startswith("open ")} | (went - w["openable"])
 
+    def _unsearched(self, w: dict[str, Any]) -> list[str]:
+        """Receptacles not yet searched, in the room's listing order (the notepad)."""
+        searched = self._searched(w)
+        return [r for r in w["receptacles"] if r not in searched]
+
     def _search_candidates(self, w: dict[str, Any]) -> list[str]:
         """Receptacles that may hold the goal object and are not yet searched, in the room's listing order."""
         obj, recep = self._goal or (None, None)
-        searched = self._searched(w)
-        return [r for r in w["receptacles"] if (w["types"].get(r), obj) in w["can_contain"]
-                and w["types"].get(r) != recep and r not in searched]
+        return [r for r in self._unsearched(w) if (w["types"].get(r), obj) in w["can_contain"]
+                and w["types"].get(r) != recep]
 
     def search_action(self) -> str | None:
         """The ``search`` expert's command (see ``__init__``), or None when it has nothing left to try."""
