@@ -6,6 +6,8 @@ and with none.
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 --variant noreflect
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 \\
         --train-on-teacher runs/probe-teacher-policy      # first train the policy on the teacher's reflections
+    python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 \\
+        --retrain runs/probe-line-head --set policy_head=line  # the same warm-up with another setting
 
 The rows are the held-out share of that policy's warm-up set (``warmup/reflect/policy_data.jsonl`` for the
 reflecting policy, ``data/policy_noreflect.jsonl`` for a no-reflection one: the split the warm-up's early stopping
@@ -14,6 +16,8 @@ the verbs separate "which place or object" (``go``, ``take``: find a named item 
 do here" (``open``, ``move``). ``--train-on-teacher OUT`` trains the same policy warm-up (same config, the same
 trained reflection model to start from) on the teacher's reflections instead of the model's, writes it to
 ``OUT/policy``, and diagnoses that policy: an upper bound on what a perfect reflection model would give.
+``--retrain OUT`` trains the same warm-up on the same rows (the model's reflections) into ``OUT/policy``; with
+``--set KEY=VALUE`` (warm-up config keys, repeatable) either retraining probes a setting of the policy's warm-up.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import yaml
 from frugalft.config import build
 from frugalft.models import load_model
 from frugalft.reflect.policy import Policy, score_steps
+from frugalft.reflect.prompts import line_end_id
 from frugalft.reflect.warmup import (
     VARIANTS,
     WarmupConfig,
@@ -51,7 +56,8 @@ def load_policy(model_dir: Path, config: WarmupConfig) -> tuple[Policy, object]:
     """The warmed-up policy (eval mode) and its tokenizer."""
     lm, tok = load_model(str(model_dir), device="cpu", seed=config.seed)
     lm.eval()
-    return Policy(lm, alphabet_of(config).check(tok), tok.pad_token_id), tok
+    return Policy(lm, alphabet_of(config).check(tok), tok.pad_token_id, head=config.policy_head,
+                  line_end_id=line_end_id(tok) if config.policy_head == "line" else None), tok
 
 
 def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:
@@ -77,9 +83,20 @@ def main() -> None:
                     help="which warm-up's policy (reflect: the one Reflect-RL starts from)")
     ap.add_argument("--limit", type=int, default=400, help="held-out rows to score")
     ap.add_argument("--train-on-teacher", type=Path, default=None, metavar="OUT")
+    ap.add_argument("--retrain", type=Path, default=None, metavar="OUT")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a warm-up setting for --retrain / --train-on-teacher (YAML value)")
     args = ap.parse_args()
+    if args.set and args.retrain is None and args.train_on_teacher is None:
+        ap.error("--set changes a retrained policy's warm-up: give --retrain or --train-on-teacher")
     warm = args.seed_dir / "warmup" / args.variant
-    config = build(WarmupConfig, yaml.safe_load((warm / "policy" / "config.yaml").read_text(encoding="utf-8")))
+    settings = yaml.safe_load((warm / "policy" / "config.yaml").read_text(encoding="utf-8"))
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            ap.error(f"--set {item!r}: expected KEY=VALUE")
+        settings[key] = yaml.safe_load(value)
+    config = build(WarmupConfig, settings)
     # What that variant's policy trained on (warmup.warmup): the model-reflection set where there is one.
     data = warm / "policy_data.jsonl"
     rows = read_jsonl(data if data.exists() else args.seed_dir / "data" / VARIANTS[args.variant][1])
@@ -93,6 +110,10 @@ def main() -> None:
         data.write_text("".join(json.dumps({**r, "reflection": r["teacher_reflection"]}) + "\n" for r in rows),
                         encoding="utf-8")
         model_dir = train_policy(config, data, out / "policy", start=warm / "reflection" / "model")
+    elif args.retrain is not None:
+        start = warm / "reflection" / "model" if config.policy_init == "reflection" else None
+        model_dir = train_policy(config, data if data.exists() else args.seed_dir / "data" / VARIANTS[args.variant][1],
+                                 args.retrain / "policy", start=start)
     idx = held_out(rows, config, args.limit)
     variants = {"none": [{**rows[i], "reflection": None} for i in idx]}
     if "teacher_reflection" in rows[0]:  # a reflecting policy: also with the model's and the teacher's reflection

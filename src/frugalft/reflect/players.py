@@ -18,7 +18,7 @@ from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpo
 from frugalft.models import LoraSettings, add_lora, load_model
 from frugalft.models.precision import Autocast
 from frugalft.reflect.policy import Policy
-from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
+from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet, line_end_id
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 from frugalft.reflect.rollout import Reference
 
@@ -50,6 +50,9 @@ class RLConfig:
     temperature: float = 1.0  # sampling temperature in training (the paper: 1)
     labels: list[str] | None = None  # label alphabet; null = the authors' "0".."199", a-z, A-Z
     shuffle_labels: bool = False  # a random subset of labels per step, so the policy must read the list
+    # How the policy scores the listed actions (frugalft.reflect.policy): "label" (the paper's) or "line" (a
+    # pointer at each listed line); the policy's warm-up must have used the same.
+    policy_head: Literal["label", "line"] = "label"
     curriculum: Literal["levels", "mixed"] = "levels"  # levels: easiest first, budgets ~ task counts
     levels: list[int] | None = None  # which levels to train on; null = all of the environment's
     task_ids: list[str] | None = None  # explicit training tasks (overrides levels' task lists)
@@ -178,7 +181,8 @@ def build_players(config: RLConfig) -> Players:
         for p in lm.parameters():
             p.requires_grad_(True)
     lm.eval()  # no dropout: the update must score exactly what the rollout sampled
-    policy = Policy(lm, label_ids, tok.pad_token_id, value_head=config.algorithm == "ppo").to(lm.device)
+    policy = Policy(lm, label_ids, tok.pad_token_id, value_head=config.algorithm == "ppo", head=config.policy_head,
+                    line_end_id=line_end_id(tok) if config.policy_head == "line" else None).to(lm.device)
     # PPO's penalty and GRPO's (kl_coef > 0) need the reference; track_kl makes one for the kl metric only.
     needs_ref = config.algorithm == "ppo" or (config.algorithm == "grpo" and config.kl_coef > 0) or config.track_kl
     reference = _make_reference(policy, config) if needs_ref else None
@@ -199,17 +203,17 @@ def _make_reference(policy: Policy, config: RLConfig) -> Reference:
     """The policy as it starts RL: LoRA -> the same model with adapters off; full -> a frozen copy."""
     temperature = config.temperature
     if config.finetune == "lora":
-        def lora_ref(prompts: list[list[int]], valid: torch.Tensor) -> torch.Tensor:
+        def lora_ref(prompts: list[list[int]], valid: torch.Tensor, labels: list[list[int]]) -> torch.Tensor:
             with torch.no_grad(), policy.lm.disable_adapter():
-                logits, _ = policy(prompts, valid, temperature)
+                logits, _ = policy(prompts, valid, temperature, labels)
             return torch.log_softmax(logits, -1)
         return lora_ref
     frozen = copy.deepcopy(policy)
     frozen.value_head = None
     frozen.requires_grad_(False)
 
-    def full_ref(prompts: list[list[int]], valid: torch.Tensor) -> torch.Tensor:
+    def full_ref(prompts: list[list[int]], valid: torch.Tensor, labels: list[list[int]]) -> torch.Tensor:
         with torch.no_grad():
-            logits, _ = frozen(prompts, valid, temperature)
+            logits, _ = frozen(prompts, valid, temperature, labels)
         return torch.log_softmax(logits, -1)
     return full_ref

@@ -1,9 +1,18 @@
-"""The policy: one forward pass over the enumerated prompt, then a softmax over the valid label tokens (SPEC A.2).
+"""The policy: one forward pass over the enumerated prompt, then a softmax over the listed actions (SPEC A.2).
 
-``Policy.forward`` reads the LM trunk's hidden state at each prompt's last token and scores it against the output
-embedding rows of the label alphabet only (``LabelHead``); labels not shown in a row's list are masked to -inf,
-so sampling can never pick an action that is not offered. An optional ``ValueHead`` on the same hidden state
-serves PPO's critic.
+Two heads score the listed actions, both without new weights:
+
+- ``label`` (the paper's): the LM trunk's hidden state at the prompt's last token against the output embedding
+  rows of the label alphabet only (``LabelHead``): the next-token softmax restricted to the listed labels.
+- ``line`` (a pointer over the list): the same last-token state against the hidden state at the end of each
+  listed line (the newline after ``<label>. <action>``), scaled by 1/sqrt(d). Each line's state has read the
+  whole prompt before it, reflection included, so "is this the action the reflection names?" is decided at the
+  line itself; the label head must instead find the named line and copy its label to the end, a chain a small
+  model trained from scratch does not learn (docs/results.md, ALFWorld probes).
+
+Either way labels not shown in a row's list are -inf, so sampling can never pick an action that is not offered,
+and the distribution is indexed by the label alphabet. An optional ``ValueHead`` on the last-token state serves
+PPO's critic.
 
 Prompts are lists of token ids of different lengths; ``collate_left`` pads them on the left and gives each
 real token the position it would have without padding, so a prompt's logits do not depend on the batch it was
@@ -13,8 +22,10 @@ scored in (rollout and update see the same numbers).
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import nn
@@ -85,12 +96,25 @@ class Action:
     logprobs: torch.Tensor  # (batch, n_labels) log-probabilities (-inf at invalid labels)
 
 
-class Policy(nn.Module):
-    """An LM with the label head (over ``label_ids``, the alphabet's token ids) and an optional value head."""
+PolicyHead = Literal["label", "line"]
+POLICY_HEADS: tuple[str, ...] = ("label", "line")
 
-    def __init__(self, lm: nn.Module, label_ids: Sequence[int], pad_id: int, value_head: bool = False):
+
+class Policy(nn.Module):
+    """An LM with a head over the listed actions (``head``, see the module docstring; ``label_ids`` are the
+    alphabet's token ids, ``line_end_id`` the token that ends a listed line, needed by the line head) and an
+    optional value head."""
+
+    def __init__(self, lm: nn.Module, label_ids: Sequence[int], pad_id: int, value_head: bool = False,
+                 head: PolicyHead = "label", line_end_id: int | None = None):
         super().__init__()
+        if head not in POLICY_HEADS:
+            raise ValueError(f"unknown policy head {head!r}; valid: {', '.join(POLICY_HEADS)}")
+        if head == "line" and line_end_id is None:
+            raise ValueError("the line head needs line_end_id (frugalft.reflect.prompts.line_end_id(tokenizer))")
         self.lm = lm
+        self.head = head
+        self.line_end_id = line_end_id
         self.label_head = LabelHead(lm, label_ids)
         self.value_head = ValueHead(lm.config.hidden_size) if value_head else None
         self.pad_id = pad_id
@@ -101,29 +125,66 @@ class Policy(nn.Module):
     def device(self) -> torch.device:
         return next(self.lm.parameters()).device
 
-    def forward(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor,
-                temperature: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Label logits (batch, n_labels) divided by ``temperature``, -inf where not ``valid``; and values."""
+    def forward(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor, temperature: float = 1.0,
+                labels: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (batch, n_labels) divided by ``temperature``, -inf where not ``valid``; and values.
+
+        ``labels``: each row's alphabet indices in list order (the line head needs them: line k is label
+        ``labels[row][k]``; the label head ignores them)."""
         if self.max_positions is not None and max(len(p) for p in prompts) > self.max_positions:
             # Keep the end (the action list and "# Action:"), as the warm-up's SFT truncation does.
             prompts = [p[-self.max_positions:] for p in prompts]
         ids, mask, pos = collate_left(prompts, self.pad_id, self.device)
         with attention_backends(self.device):
-            hidden = last_token_hidden(trunk_hidden_positions(self.lm, ids, mask, pos), mask)
-        logits = self.label_head.logits(hidden, valid.to(self.device)) / temperature
+            states = trunk_hidden_positions(self.lm, ids, mask, pos)
+        hidden = last_token_hidden(states, mask)
+        valid = valid.to(self.device)
+        if self.head == "label":
+            logits = self.label_head.logits(hidden, valid)
+        else:
+            if labels is None:
+                raise ValueError("the line head needs each row's labels in list order (labels=...)")
+            logits = self._line_logits(prompts, labels, states, hidden, valid)
         value = self.value_head(hidden) if self.value_head is not None else None
-        return logits, value
+        return logits / temperature, value
+
+    def _line_logits(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
+                     states: torch.Tensor, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """The last-token state against each listed line's end state (see the module docstring)."""
+        width = states.shape[1]
+        n_max = max(len(row) for row in labels)
+        ends = torch.zeros((len(prompts), n_max), dtype=torch.long)
+        listed = torch.zeros((len(prompts), n_max), dtype=torch.bool)
+        for i, (p, row) in enumerate(zip(prompts, labels, strict=True)):
+            # The list is the prompt's tail: "<label>. <action>" lines, each ended by a line end, then
+            # "# Action:". Its n lines end at the prompt's last n line-end tokens.
+            found = [j for j, t in enumerate(p) if t == self.line_end_id][-len(row):]
+            if len(found) < len(row):
+                raise ValueError(f"prompt {i} has {len(found)} line ends but lists {len(row)} actions: not a "
+                                 "policy prompt of frugalft.reflect.prompts (or cut inside its action list)")
+            offset = width - len(p)  # left padding
+            ends[i, : len(row)] = torch.as_tensor(found) + offset
+            listed[i, : len(row)] = True
+        ends, listed = ends.to(states.device), listed.to(states.device)
+        lines = states.gather(1, ends[:, :, None].expand(-1, -1, states.shape[-1]))  # (batch, n_max, d)
+        scores = torch.einsum("bd,bnd->bn", hidden.float(), lines.float()) / math.sqrt(states.shape[-1])
+        rows = torch.as_tensor([i for i, row in enumerate(labels) for _ in row], device=states.device)
+        cols = torch.as_tensor([a for row in labels for a in row], device=states.device)
+        out = torch.full((len(prompts), self.n_labels), float("-inf"), device=states.device)
+        out = out.index_put((rows, cols), scores[listed])  # listed slots in row-major order, as rows/cols
+        return out.masked_fill(~valid, float("-inf"))
 
     @torch.no_grad()
     def act(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor, temperature: float = 1.0,
             greedy: bool = False, generator: torch.Generator | None = None,
-            generators: Sequence[torch.Generator] | None = None) -> Action:
+            generators: Sequence[torch.Generator] | None = None,
+            labels: Sequence[Sequence[int]] | None = None) -> Action:
         """Sample (or take the most likely) valid label for each prompt.
 
         ``generators`` (one CPU generator per prompt) makes row j's draw depend on row j's stream only, so a
         sample does not depend on the batch it was drawn in; else one draw for the batch from ``generator``
-        (default: the global RNG)."""
-        logits, value = self(prompts, valid, temperature)
+        (default: the global RNG). ``labels``: as in ``forward``."""
+        logits, value = self(prompts, valid, temperature, labels)
         logprobs = torch.log_softmax(logits, dim=-1)
         if greedy:
             label = logits.argmax(dim=-1)
@@ -162,7 +223,7 @@ def score_steps(policy: Policy, prompts: Sequence[Sequence[int]], labels: Sequen
                 actions: Sequence[int], temperature: float = 1.0) -> Scores:
     """Re-score stored prompts: log-prob of each chosen action, entropies and values, differentiably."""
     valid = valid_mask(labels, policy.n_labels, policy.device)
-    logits, value = policy(prompts, valid, temperature)
+    logits, value = policy(prompts, valid, temperature, labels)
     logprobs = torch.log_softmax(logits, dim=-1)
     chosen = torch.as_tensor([row[a] for row, a in zip(labels, actions, strict=True)], device=logits.device)
     return Scores(

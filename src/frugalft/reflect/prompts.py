@@ -75,6 +75,9 @@ def build_policy_prompt(
         raise ValueError(f"{len(actions)} actions but {len(labels)} labels")
     if not actions:
         raise ValueError("no actions to choose from (the episode is over?)")
+    broken = [a for a in actions if "\n" in a]
+    if broken:
+        raise ValueError(f"actions must be one line each (the list is one action per line): {broken[:3]}")
     lines = [render_state(parts)]
     if reflection is not None:
         lines += [REFLECTION_TITLE, reflection.strip()]
@@ -82,6 +85,20 @@ def build_policy_prompt(
     lines += [f"{label}. {action}" for label, action in zip(labels, actions, strict=True)]
     lines.append(ACTION_MARKER)
     return "\n".join(lines)
+
+
+def line_end_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The token that ends each line of a policy prompt (what the policy's line head reads at each listed action).
+
+    Raises unless a line break is one token of its own in policy prompts, so that a prompt's last n line-end
+    tokens are the ends of its n listed actions."""
+    ids = encode_text(tokenizer, "\n")
+    text = build_policy_prompt({"task": "put a mug in cabinet 2"}, "go to cabinet 2", ["go to cabinet 2", "look"],
+                               ["7", "b"])
+    if len(ids) != 1 or encode_text(tokenizer, text).count(ids[0]) != text.count("\n"):
+        raise ValueError("this tokenizer does not keep a line break as a token of its own in policy prompts; "
+                         "use the label head (policy_head: label)")
+    return ids[0]
 
 
 # ---- labels ----------------------------------------------------------------------------------------------

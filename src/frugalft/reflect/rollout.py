@@ -34,8 +34,8 @@ from frugalft.reflect.policy import Action, Policy, valid_mask
 from frugalft.reflect.prompts import LabelAlphabet, encode_policy_prompt
 from frugalft.reflect.reflection import Reflector
 
-# reference(prompts, valid) -> (batch, n_labels) log-probabilities of the reference (warm-up) policy
-Reference = Callable[[list[list[int]], torch.Tensor], torch.Tensor]
+# reference(prompts, valid, labels) -> (batch, n_labels) log-probabilities of the reference (warm-up) policy
+Reference = Callable[[list[list[int]], torch.Tensor, list[list[int]]], torch.Tensor]
 
 
 @dataclass
@@ -223,9 +223,10 @@ def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greed
         else:
             prompts = [encode_policy_prompt(tokenizer, p, r, infos[i]["actions"], alphabet.strings(lab))
                        for i, p, r, lab in zip(active, parts, reflections, labels, strict=True)]
-            act = policy.act(prompts, valid, temperature=temperature, greedy=greedy, generators=row_gens)
+            act = policy.act(prompts, valid, temperature=temperature, greedy=greedy, generators=row_gens,
+                             labels=labels)
             if reference is not None:
-                ref_lp = reference(prompts, valid).float().cpu()
+                ref_lp = reference(prompts, valid, labels).float().cpu()
                 p_act = act.logprobs.float().cpu().exp()
                 kls = (p_act * (act.logprobs.float().cpu() - ref_lp)).masked_fill(p_act == 0, 0.0).sum(-1)
         oracle_idx = None
@@ -237,7 +238,7 @@ def _play(vec, specs, policy, tokenizer, alphabet, reflector, temperature, greed
             bare = [encode_policy_prompt(tokenizer, p, None, infos[i]["actions"], alphabet.strings(lab))
                     for i, p, lab in zip(active, parts, labels, strict=True)]
             with torch.no_grad():
-                logits, _ = policy(bare, valid, temperature=temperature)
+                logits, _ = policy(bare, valid, temperature=temperature, labels=labels)
             cf_prob = torch.softmax(logits, -1).cpu()
         stats.policy_seconds += time.perf_counter() - t1
         # One device-to-host copy per tensor (not one sync per environment and field).

@@ -166,6 +166,7 @@ class ExperimentConfig:
         "warmup.reflection_tokens": "rl.reflection_tokens",
         "rl.env": "env", "rl.env_kwargs": "env_kwargs", "rl.policy_model": "model", "rl.device": "device",
         "rl.seed": "seeds", "rl.labels": "warmup.labels", "rl.shuffle_labels": "warmup.shuffle_labels",
+        "rl.policy_head": "warmup.policy_head",
     }
 
     def _refuse_shadowed_keys(self) -> None:
@@ -219,6 +220,7 @@ class ExperimentConfig:
         rl.env, rl.env_kwargs, rl.policy_model, rl.device, rl.seed = self.env, dict(self.env_kwargs), self.model, \
             self.device, seed
         rl.labels, rl.shuffle_labels = warm.labels, warm.shuffle_labels  # the policy must see the SFT labels
+        rl.policy_head = warm.policy_head  # and score them with its warm-up's head
         warm.reflection_tokens = rl.reflection_tokens  # the policy's warm-up reads reflections as long as RL's
         return data, warm, rl
 
@@ -290,7 +292,7 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
 
 # RL settings added after packaged tables were made, at the value those tables ran with: left out of a cell's
 # fingerprint while they keep it, so a field that changes nothing does not orphan every documented cell.
-ADDED_AT_DEFAULT = {"update_autocast": "off"}
+ADDED_AT_DEFAULT = {"update_autocast": "off", "policy_head": "label"}
 
 
 def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str | None = None) -> dict[str, Any]:

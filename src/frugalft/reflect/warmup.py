@@ -58,6 +58,7 @@ from frugalft.reflect.prompts import (
     LabelAlphabet,
     encode_policy_prompt,
     encode_reflection_example,
+    line_end_id,
 )
 from frugalft.reflect.reflection import Reflector
 from frugalft.runs import RunDir, RunError, check_config, config_changes, progress, read_jsonl_lines
@@ -74,7 +75,7 @@ VARIANTS: dict[str, tuple[str | None, str]] = {
 # Settings the reflection model's training never reads: a trained reflection model is reused when only these
 # changed (a probe of the policy's warm-up on the same reflection model), and refused for any other change.
 POLICY_ONLY: tuple[str, ...] = ("policy_steps", "policy_reflections", "reflection_temperature", "policy_init",
-                                "policy_loss")
+                                "policy_loss", "policy_head")
 
 
 @dataclass
@@ -122,6 +123,9 @@ class WarmupConfig:
     labels: list[str] | None = None  # label alphabet; None = the authors' "0".."199", a-z, A-Z
     shuffle_labels: bool = False  # random label subsets per example (SPEC A.2); must match the RL config
     policy_loss: Literal["label_head", "full_vocab"] = "label_head"  # see the module docstring
+    # How the policy scores the listed actions (frugalft.reflect.policy): "label", the paper's next-label-token
+    # softmax, or "line", a pointer at each listed line's end. Must match the RL config (the table copies it).
+    policy_head: Literal["label", "line"] = "label"
     checkpoint_every: int = 100  # steps between checkpoints (a killed run resumes from the last one)
     log_every: int = 10  # steps between metric rows
     # Validation (see the module docstring): a share of the train tasks, never trained on.
@@ -487,7 +491,8 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
     examples = encode_policy_set(tok, rows, alphabet, sft_max_length(config, lm), config.seed)
     train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
-    policy = Policy(lm, label_ids, tok.pad_token_id)
+    policy = Policy(lm, label_ids, tok.pad_token_id, head=config.policy_head,
+                    line_end_id=line_end_id(tok) if config.policy_head == "line" else None)
     lengths = [len(e.prompt) for e in examples] if config.length_groups > 1 else None
 
     def scores_of(idx: list[int]):
@@ -495,7 +500,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
         return score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch], [e.target for e in batch])
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        if config.policy_loss == "label_head":
+        if config.policy_loss == "label_head" or config.policy_head == "line":  # the line head has no LM loss
             return -scores_of(idx).logprob.mean()
         batch = [examples[i] for i in idx]
         seqs = [e.prompt + [label_ids[e.labels[e.target]]] for e in batch]
