@@ -167,7 +167,8 @@ class Policy(nn.Module):
             listed[i, : len(row)] = True
         ends, listed = ends.to(states.device), listed.to(states.device)
         lines = states.gather(1, ends[:, :, None].expand(-1, -1, states.shape[-1]))  # (batch, n_max, d)
-        scores = torch.einsum("bd,bnd->bn", hidden.float(), lines.float()) / math.sqrt(states.shape[-1])
+        # float32 out, as the label head's (under bf16 autocast the product itself is bf16)
+        scores = torch.einsum("bd,bnd->bn", hidden, lines).float() / math.sqrt(states.shape[-1])
         rows = torch.as_tensor([i for i, row in enumerate(labels) for _ in row], device=states.device)
         cols = torch.as_tensor([a for row in labels for a in row], device=states.device)
         out = torch.full((len(prompts), self.n_labels), float("-inf"), device=states.device)
