@@ -207,6 +207,16 @@ def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
     old = {**off, "rl": {k: v for k, v in off["rl"].items() if k != "update_autocast"}}  # recorded before the field
     assert cell_changes(old, off) == [] and cell_changes(old, bf16) == ["rl.update_autocast: off -> bf16"]
 
+    # warmup.policy_head (the table copies it to rl.policy_head) likewise: label keeps the cell, line is another
+    line_cfg = load_config(ExperimentConfig, path, ["warmup.policy_head=line"])
+    line = cell_config(line_cfg, 0, "reflect_rl")
+    assert line_cfg.for_seed(0)[2].policy_head == "line"
+    assert digest(cell_config(load_config(ExperimentConfig, path, ["warmup.policy_head=label"]), 0, "reflect_rl")) \
+        == digest(off) != digest(line)
+    assert cell_changes(off, line) == ["rl.policy_head: label -> line", "warmup.policy_head: label -> line"]
+    with pytest.raises(ValueError, match="rl.policy_head"):  # set where the table reads it, not in rl
+        load_config(ExperimentConfig, path, ["rl.policy_head=line"])
+
 
 def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_pins():
     # taxi_full_ablations_cpu.yaml is taxi_full_cpu.yaml but for its rows, its seeds and two speed settings pinned

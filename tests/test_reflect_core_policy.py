@@ -154,3 +154,120 @@ def test_over_long_prompts_keep_their_end_as_the_warmup_does(policy, lm_tok):
         cut, _ = policy([long_prompt], free)
         tail, _ = policy([long_prompt[-limit:]], free)
     torch.testing.assert_close(cut, tail)
+
+
+# ---- the line head ---------------------------------------------------------------------------------------
+def _listed_prompts(tok, alphabet, rng):
+    """Policy prompts of frugalft's own format, lists of 2-5 actions under shuffled labels."""
+    import random
+
+    from frugalft.reflect.prompts import encode_policy_prompt
+
+    rng = random.Random(rng)
+    prompts, labels = [], []
+    for i in range(6):
+        actions = [f"go to cabinet {k}" for k in rng.sample(range(1, 9), 2 + i % 4)]
+        row = alphabet.pick(len(actions), rng)
+        prompts.append(encode_policy_prompt(tok, {"task": "find the mug" + " quickly" * i}, actions[0], actions,
+                                            alphabet.strings(row)))
+        labels.append(row)
+    return prompts, labels
+
+
+def test_line_head_is_the_last_state_against_each_listed_lines_end(lm_tok):
+    from frugalft.reflect.policy import trunk_hidden_positions
+    from frugalft.reflect.prompts import line_end_id
+
+    lm, tok = lm_tok
+    alphabet = LabelAlphabet(shuffle=True)
+    nl = line_end_id(tok)
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=nl)
+    prompts, labels = _listed_prompts(tok, alphabet, 0)
+    with torch.no_grad():
+        logits, _ = policy(prompts, valid_mask(labels, len(alphabet)), 2.0, labels)
+        for p, row, got in zip(prompts, labels, logits, strict=True):
+            # Computed another way: the prompt alone (no padding), its line ends found from its text.
+            t = torch.tensor([p])
+            states = trunk_hidden_positions(lm, t, torch.ones_like(t), torch.arange(len(p))[None])[0]
+            text_lines = tok.decode(p).split("\n")
+            first = text_lines.index("# Actions:") + 1
+            assert [line.split(". ")[0] for line in text_lines[first:first + len(row)]] == alphabet.strings(row)
+            ends = [j for j, x in enumerate(p) if x == nl][first:first + len(row)]  # text line k ends at break k
+            want = states[ends] @ states[-1] / states.shape[-1] ** 0.5 / 2.0
+            assert torch.allclose(got[row], want, atol=1e-4)
+            assert torch.isinf(got).sum() == len(alphabet) - len(row)  # -inf off the list
+    # rescoring stored steps reads the same numbers
+    scores = score_steps(policy, prompts, labels, [0] * len(prompts), temperature=2.0)
+    assert torch.allclose(scores.listed[:, 0], torch.log_softmax(logits, -1)[range(len(prompts)), [r[0] for r in labels]])
+
+
+def test_line_head_needs_labels_and_a_policy_prompt(lm_tok):
+    from frugalft.reflect.prompts import line_end_id
+
+    lm, tok = lm_tok
+    alphabet = LabelAlphabet()
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=line_end_id(tok))
+    valid = valid_mask([[0, 1, 2]], len(alphabet))
+    with pytest.raises(ValueError, match="labels in list order"):
+        policy([tok.encode("# Actions:\n0. a\n1. b\n2. c\n# Action:")], valid)
+    with pytest.raises(ValueError, match="3 actions"):
+        policy([tok.encode("no list here # Action:")], valid, labels=[[0, 1, 2]])
+    with pytest.raises(ValueError, match="line_end_id"):
+        Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line")
+    with pytest.raises(ValueError, match="unknown policy head"):
+        Policy(lm, alphabet.check(tok), tok.pad_token_id, head="pointer")
+
+
+def test_line_end_id_refuses_a_tokenizer_that_merges_line_breaks():
+    from frugalft.reflect.prompts import build_policy_prompt, line_end_id
+
+    class MergesBreaks:  # "\n#" one token, as a BPE with that merge would make it
+        def encode(self, text, add_special_tokens=False):
+            out, i = [], 0
+            while i < len(text):
+                merged = text.startswith("\n#", i)
+                out.append(1 if merged else ord(text[i]) + 2)
+                i += 2 if merged else 1
+            return out
+
+    with pytest.raises(ValueError, match="line break"):
+        line_end_id(MergesBreaks())
+    with pytest.raises(ValueError, match="one line each"):
+        build_policy_prompt({"task": "t"}, None, ["go\nnorth"], ["0"])
+
+
+def test_line_head_learns_which_line_to_pick_under_shuffled_labels():
+    """One line of five says "open", the others "look"; labels and order shuffled. The line head learns to pick
+    it from scratch in 40 steps (a wrong line-to-label mapping would leave it at chance, 0.2)."""
+    import random
+
+    from frugalft.models import load_model
+    from frugalft.reflect.prompts import encode_policy_prompt, line_end_id
+
+    torch.manual_seed(0)
+    _, tok = load_model("tiny-env", device="cpu", seed=0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128))
+    alphabet = LabelAlphabet(shuffle=True)
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=line_end_id(tok))
+    rng = random.Random(0)
+
+    def batch(n):
+        prompts, labels, targets = [], [], []
+        for _ in range(n):
+            target, row = rng.randrange(5), alphabet.pick(5, rng)
+            actions = ["open drawer 1" if k == target else f"look at shelf {k}" for k in range(5)]
+            prompts.append(encode_policy_prompt(tok, {"task": "open it"}, None, actions, alphabet.strings(row)))
+            labels.append(row)
+            targets.append(target)
+        return prompts, labels, targets
+
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
+    for _ in range(40):
+        loss = -score_steps(policy, *batch(16)).logprob.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prompts, labels, targets = batch(100)
+    with torch.no_grad():
+        best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
+    assert sum(b == t for b, t in zip(best, targets, strict=True)) / 100 > 0.95

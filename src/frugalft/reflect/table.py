@@ -290,9 +290,15 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
     return rl
 
 
-# RL settings added after packaged tables were made, at the value those tables ran with: left out of a cell's
-# fingerprint while they keep it, so a field that changes nothing does not orphan every documented cell.
-ADDED_AT_DEFAULT = {"update_autocast": "off", "policy_head": "label"}
+# Settings added after packaged tables were made, by section, at the value those tables ran with: left out of a
+# cell's fingerprint while they keep it, so a field that changes nothing does not orphan every documented cell.
+ADDED_AT_DEFAULT: dict[str, dict[str, Any]] = {"rl": {"update_autocast": "off", "policy_head": "label"},
+                                               "warmup": {"policy_head": "label"}}
+
+
+def _drop_added_at_default(section: str, fields: dict[str, Any]) -> dict[str, Any]:
+    added = ADDED_AT_DEFAULT[section]
+    return {k: v for k, v in fields.items() if k not in added or v != added[k]}
 
 
 def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str | None = None) -> dict[str, Any]:
@@ -304,8 +310,8 @@ def cell_config(config: ExperimentConfig, seed: int, method: str, task_set: str 
 
     data, warm, rl = config.for_seed(seed)
     ev = {k: v for k, v in to_dict(config.eval).items() if k != "split" and (k != "extra" or task_set is not None)}
-    rl_fields = {k: v for k, v in to_dict(rl).items() if k not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[k]}
-    snapshot = {"data": to_dict(data), "warmup": to_dict(warm), "rl": rl_fields, "eval": ev,
+    snapshot = {"data": to_dict(data), "warmup": _drop_added_at_default("warmup", to_dict(warm)),
+                "rl": _drop_added_at_default("rl", to_dict(rl)), "eval": ev,
                 "match": config.match_noreflect_steps, "method": method}
     variant = PLAN[method][0]
     uses = {variant, "reflect"} if variant == "noreflect_rinit" else {variant}  # its policy starts from reflect's
@@ -344,7 +350,8 @@ def cell_changes(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]
     strip = [{k: v for k, v in d.items() if k != "variant_warmup"} for d in (recorded, current)]
     # a field left out of the fingerprint at its old value is put back on both sides: a cell recorded with
     # another value (update_autocast: bf16) is not the result of a config that has the old one
-    strip = [{**d, "rl": {**ADDED_AT_DEFAULT, **d["rl"]}} if isinstance(d.get("rl"), dict) else d for d in strip]
+    strip = [{**d, **{section: {**added, **d[section]} for section, added in ADDED_AT_DEFAULT.items()
+                      if isinstance(d.get(section), dict)}} for d in strip]
     return changes + config_changes(*strip, _cell_defaults())
 
 
