@@ -32,8 +32,7 @@ import yaml
 
 from frugalft.config import build
 from frugalft.models import load_model
-from frugalft.reflect.policy import Policy, score_steps
-from frugalft.reflect.prompts import line_end_id
+from frugalft.reflect.policy import Policy, head_token_ids, score_steps
 from frugalft.reflect.warmup import (
     VARIANTS,
     WarmupConfig,
@@ -57,7 +56,7 @@ def load_policy(model_dir: Path, config: WarmupConfig) -> tuple[Policy, object]:
     lm, tok = load_model(str(model_dir), device="cpu", seed=config.seed)
     lm.eval()
     return Policy(lm, alphabet_of(config).check(tok), tok.pad_token_id, head=config.policy_head,
-                  line_end_id=line_end_id(tok) if config.policy_head == "line" else None), tok
+                  **head_token_ids(tok, config.policy_head)), tok
 
 
 def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:

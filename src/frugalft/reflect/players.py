@@ -17,8 +17,8 @@ import torch
 from frugalft.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model
 from frugalft.models.precision import Autocast
-from frugalft.reflect.policy import Policy
-from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet, line_end_id
+from frugalft.reflect.policy import Policy, head_token_ids
+from frugalft.reflect.prompts import DEFAULT_LABELS, LabelAlphabet
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 from frugalft.reflect.rollout import Reference
 
@@ -50,9 +50,9 @@ class RLConfig:
     temperature: float = 1.0  # sampling temperature in training (the paper: 1)
     labels: list[str] | None = None  # label alphabet; null = the authors' "0".."199", a-z, A-Z
     shuffle_labels: bool = False  # a random subset of labels per step, so the policy must read the list
-    # How the policy scores the listed actions (frugalft.reflect.policy): "label" (the paper's) or "line" (a
-    # pointer at each listed line); the policy's warm-up must have used the same.
-    policy_head: Literal["label", "line"] = "label"
+    # How the policy scores the listed actions (frugalft.reflect.policy): "label" (the paper's), "line" (a
+    # pointer at each listed line) or "text" (each action's likelihood); the policy's warm-up must use the same.
+    policy_head: Literal["label", "line", "text"] = "label"
     curriculum: Literal["levels", "mixed"] = "levels"  # levels: easiest first, budgets ~ task counts
     levels: list[int] | None = None  # which levels to train on; null = all of the environment's
     task_ids: list[str] | None = None  # explicit training tasks (overrides levels' task lists)
@@ -182,7 +182,7 @@ def build_players(config: RLConfig) -> Players:
             p.requires_grad_(True)
     lm.eval()  # no dropout: the update must score exactly what the rollout sampled
     policy = Policy(lm, label_ids, tok.pad_token_id, value_head=config.algorithm == "ppo", head=config.policy_head,
-                    line_end_id=line_end_id(tok) if config.policy_head == "line" else None).to(lm.device)
+                    **head_token_ids(tok, config.policy_head)).to(lm.device)
     # PPO's penalty and GRPO's (kl_coef > 0) need the reference; track_kl makes one for the kl metric only.
     needs_ref = config.algorithm == "ppo" or (config.algorithm == "grpo" and config.kl_coef > 0) or config.track_kl
     reference = _make_reference(policy, config) if needs_ref else None

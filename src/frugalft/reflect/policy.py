@@ -1,6 +1,6 @@
 """The policy: one forward pass over the enumerated prompt, then a softmax over the listed actions (SPEC A.2).
 
-Two heads score the listed actions, both without new weights:
+Three heads score the listed actions, none with new weights:
 
 - ``label`` (the paper's): the LM trunk's hidden state at the prompt's last token against the output embedding
   rows of the label alphabet only (``LabelHead``): the next-token softmax restricted to the listed labels.
@@ -9,6 +9,11 @@ Two heads score the listed actions, both without new weights:
   whole prompt before it, reflection included, so "is this the action the reflection names?" is decided at the
   line itself; the label head must instead find the named line and copy its label to the end, a chain a small
   model trained from scratch does not learn (docs/results.md, ALFWorld probes).
+- ``text``: each listed action's log-likelihood as the prompt's continuation, its tokens those of its own line
+  after ``<label>.`` (the action text and the line end), summed. Copying a name the reflection wrote is then
+  next-token prediction, which a model learns from every token of the action instead of one label choice. The
+  prompt is read once; each action is scored from its cached keys and values (one extra forward over the
+  actions' tokens, not one per action over the whole prompt).
 
 Either way labels not shown in a row's list are -inf, so sampling can never pick an action that is not offered,
 and the distribution is indexed by the label alphabet. An optional ``ValueHead`` on the last-token state serves
@@ -31,6 +36,8 @@ import torch
 from torch import nn
 
 from frugalft.models import LabelHead, ValueHead, last_token_hidden, max_positions
+from frugalft.models.decode import cache_name
+from frugalft.reflect.prompts import list_token_ids
 
 
 def collate_left(
@@ -77,12 +84,26 @@ def attention_backends(device: torch.device) -> contextlib.AbstractContextManage
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def trunk_hidden_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           position_ids: torch.Tensor) -> torch.Tensor:
-    """Last-layer hidden states with explicit positions (``frugalft.models.trunk_hidden`` plus position ids)."""
+def _trunk(model: nn.Module) -> nn.Module:
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    trunk = getattr(base, base.base_model_prefix)
-    return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
+    return getattr(base, base.base_model_prefix)
+
+
+def trunk_hidden_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                           position_ids: torch.Tensor, cache: bool = False):
+    """Last-layer hidden states with explicit positions (``frugalft.models.trunk_hidden`` plus position ids);
+    with ``cache``, also the keys and values (a transformers cache) for ``trunk_continue``."""
+    trunk = _trunk(model)
+    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=cache)
+    return (out.last_hidden_state, getattr(out, cache_name(type(trunk)))) if cache else out.last_hidden_state
+
+
+def trunk_continue(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                   position_ids: torch.Tensor, cache) -> torch.Tensor:
+    """Hidden states of ``input_ids`` continuing the cached sequences (``attention_mask`` covers both)."""
+    trunk = _trunk(model)
+    return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
+                 **{cache_name(type(trunk)): cache}).last_hidden_state
 
 
 @dataclass
@@ -96,25 +117,36 @@ class Action:
     logprobs: torch.Tensor  # (batch, n_labels) log-probabilities (-inf at invalid labels)
 
 
-PolicyHead = Literal["label", "line"]
-POLICY_HEADS: tuple[str, ...] = ("label", "line")
+PolicyHead = Literal["label", "line", "text"]
+POLICY_HEADS: tuple[str, ...] = ("label", "line", "text")
+
+
+def head_token_ids(tokenizer, head: str) -> dict[str, int]:
+    """The ``Policy`` keyword arguments that ``head`` needs from the tokenizer (none for the label head)."""
+    if head == "label":
+        return {}
+    line_end, separator = list_token_ids(tokenizer)
+    return {"line_end_id": line_end, "separator_id": separator}
 
 
 class Policy(nn.Module):
     """An LM with a head over the listed actions (``head``, see the module docstring; ``label_ids`` are the
-    alphabet's token ids, ``line_end_id`` the token that ends a listed line, needed by the line head) and an
+    alphabet's token ids, ``line_end_id`` the token that ends a listed line and ``separator_id`` the ``.`` after
+    each listed label, ``frugalft.reflect.prompts.list_token_ids``: the line and text heads need them) and an
     optional value head."""
 
     def __init__(self, lm: nn.Module, label_ids: Sequence[int], pad_id: int, value_head: bool = False,
-                 head: PolicyHead = "label", line_end_id: int | None = None):
+                 head: PolicyHead = "label", line_end_id: int | None = None, separator_id: int | None = None):
         super().__init__()
         if head not in POLICY_HEADS:
             raise ValueError(f"unknown policy head {head!r}; valid: {', '.join(POLICY_HEADS)}")
-        if head == "line" and line_end_id is None:
-            raise ValueError("the line head needs line_end_id (frugalft.reflect.prompts.line_end_id(tokenizer))")
+        if head != "label" and line_end_id is None or head == "text" and separator_id is None:
+            raise ValueError(f"the {head} head needs line_end_id and separator_id "
+                             "(frugalft.reflect.prompts.list_token_ids(tokenizer))")
         self.lm = lm
         self.head = head
         self.line_end_id = line_end_id
+        self.separator_id = separator_id
         self.label_head = LabelHead(lm, label_ids)
         self.value_head = ValueHead(lm.config.hidden_size) if value_head else None
         self.pad_id = pad_id
@@ -134,19 +166,43 @@ class Policy(nn.Module):
         if self.max_positions is not None and max(len(p) for p in prompts) > self.max_positions:
             # Keep the end (the action list and "# Action:"), as the warm-up's SFT truncation does.
             prompts = [p[-self.max_positions:] for p in prompts]
+        if self.head != "label" and labels is None:
+            raise ValueError(f"the {self.head} head needs each row's labels in list order (labels=...)")
         ids, mask, pos = collate_left(prompts, self.pad_id, self.device)
         with attention_backends(self.device):
-            states = trunk_hidden_positions(self.lm, ids, mask, pos)
-        hidden = last_token_hidden(states, mask)
-        valid = valid.to(self.device)
-        if self.head == "label":
-            logits = self.label_head.logits(hidden, valid)
-        else:
-            if labels is None:
-                raise ValueError("the line head needs each row's labels in list order (labels=...)")
-            logits = self._line_logits(prompts, labels, states, hidden, valid)
+            if self.head == "text":
+                states, cache = trunk_hidden_positions(self.lm, ids, mask, pos, cache=True)
+            else:
+                states = trunk_hidden_positions(self.lm, ids, mask, pos)
+            hidden = last_token_hidden(states, mask)
+            valid = valid.to(self.device)
+            if self.head == "label":
+                logits = self.label_head.logits(hidden, valid)
+            elif self.head == "line":
+                logits = self._line_logits(prompts, labels, states, hidden, valid)
+            else:
+                logits = self._text_logits(prompts, labels, mask, cache, hidden, valid)
         value = self.value_head(hidden) if self.value_head is not None else None
         return logits / temperature, value
+
+    def _line_ends(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> list[list[int]]:
+        """Each prompt's listed lines' end positions (unpadded). The list is the prompt's tail: ``<label>.
+        <action>`` lines, each ended by a line end, then ``# Action:``: its n lines end at the last n line ends."""
+        out = []
+        for i, (p, row) in enumerate(zip(prompts, labels, strict=True)):
+            found = [j for j, t in enumerate(p) if t == self.line_end_id][-len(row):]
+            if len(found) < len(row):
+                raise ValueError(f"prompt {i} has {len(found)} line ends but lists {len(row)} actions: not a "
+                                 "policy prompt of frugalft.reflect.prompts (or cut inside its action list)")
+            out.append(found)
+        return out
+
+    def _scatter(self, scores: torch.Tensor, labels: Sequence[Sequence[int]], valid: torch.Tensor) -> torch.Tensor:
+        """Per-listed-action scores (flat, row-major in list order) into (batch, n_labels), -inf elsewhere."""
+        rows = torch.as_tensor([i for i, row in enumerate(labels) for _ in row], device=scores.device)
+        cols = torch.as_tensor([a for row in labels for a in row], device=scores.device)
+        out = torch.full((len(labels), self.n_labels), float("-inf"), device=scores.device)
+        return out.index_put((rows, cols), scores).masked_fill(~valid, float("-inf"))
 
     def _line_logits(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]],
                      states: torch.Tensor, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -155,25 +211,47 @@ class Policy(nn.Module):
         n_max = max(len(row) for row in labels)
         ends = torch.zeros((len(prompts), n_max), dtype=torch.long)
         listed = torch.zeros((len(prompts), n_max), dtype=torch.bool)
-        for i, (p, row) in enumerate(zip(prompts, labels, strict=True)):
-            # The list is the prompt's tail: "<label>. <action>" lines, each ended by a line end, then
-            # "# Action:". Its n lines end at the prompt's last n line-end tokens.
-            found = [j for j, t in enumerate(p) if t == self.line_end_id][-len(row):]
-            if len(found) < len(row):
-                raise ValueError(f"prompt {i} has {len(found)} line ends but lists {len(row)} actions: not a "
-                                 "policy prompt of frugalft.reflect.prompts (or cut inside its action list)")
-            offset = width - len(p)  # left padding
-            ends[i, : len(row)] = torch.as_tensor(found) + offset
-            listed[i, : len(row)] = True
+        for i, (p, found) in enumerate(zip(prompts, self._line_ends(prompts, labels), strict=True)):
+            ends[i, : len(found)] = torch.as_tensor(found) + width - len(p)  # left padding
+            listed[i, : len(found)] = True
         ends, listed = ends.to(states.device), listed.to(states.device)
         lines = states.gather(1, ends[:, :, None].expand(-1, -1, states.shape[-1]))  # (batch, n_max, d)
         # float32 out, as the label head's (under bf16 autocast the product itself is bf16)
         scores = torch.einsum("bd,bnd->bn", hidden, lines).float() / math.sqrt(states.shape[-1])
-        rows = torch.as_tensor([i for i, row in enumerate(labels) for _ in row], device=states.device)
-        cols = torch.as_tensor([a for row in labels for a in row], device=states.device)
-        out = torch.full((len(prompts), self.n_labels), float("-inf"), device=states.device)
-        out = out.index_put((rows, cols), scores[listed])  # listed slots in row-major order, as rows/cols
-        return out.masked_fill(~valid, float("-inf"))
+        return self._scatter(scores[listed], labels, valid)  # listed slots in row-major order
+
+    def _text_logits(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], mask: torch.Tensor,
+                     cache, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """Each listed action's summed token log-probabilities after the prompt (see the module docstring)."""
+        device = mask.device
+        pairs: list[tuple[int, list[int]]] = []  # (row, the action's tokens: its line after "<label>.")
+        for i, (p, ends) in enumerate(zip(prompts, self._line_ends(prompts, labels), strict=True)):
+            start = ends[0] - 1
+            while start >= 0 and p[start] != self.line_end_id:  # the first listed line starts after a line end
+                start -= 1
+            for end in ends:
+                line = p[start + 1: end + 1]
+                if self.separator_id not in line:
+                    raise ValueError(f"prompt {i}: a listed line without its '<label>.' separator")
+                pairs.append((i, line[line.index(self.separator_id) + 1:]))
+                start = end
+        width = max(len(a) for _, a in pairs)
+        ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
+        act_mask = torch.zeros((len(pairs), width), dtype=torch.long)
+        for k, (_, a) in enumerate(pairs):
+            ids[k, : len(a)] = torch.as_tensor(a)
+            act_mask[k, : len(a)] = 1
+        ids, act_mask = ids.to(device), act_mask.to(device)
+        row = torch.as_tensor([i for i, _ in pairs], device=device)
+        cache.reorder_cache(row)  # each action continues its own row's prompt
+        lengths = mask.sum(1)[row]
+        pos = lengths[:, None] + torch.arange(width, device=device)[None]
+        states = trunk_continue(self.lm, ids, torch.cat([mask[row], act_mask], 1), pos, cache)
+        # token t of an action is predicted at the position before it: the prompt's last for t = 0
+        before = torch.cat([hidden[row][:, None], states[:, :-1]], 1)
+        logprobs = torch.log_softmax(self.lm.get_output_embeddings()(before).float(), -1)
+        token_lp = logprobs.gather(2, ids[:, :, None]).squeeze(-1) * act_mask
+        return self._scatter(token_lp.sum(1), labels, valid)
 
     @torch.no_grad()
     def act(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor, temperature: float = 1.0,

@@ -87,18 +87,23 @@ def build_policy_prompt(
     return "\n".join(lines)
 
 
-def line_end_id(tokenizer: PreTrainedTokenizerBase) -> int:
-    """The token that ends each line of a policy prompt (what the policy's line head reads at each listed action).
+def list_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
+    """``(line end, separator)``: the tokens that end each line of a policy prompt and follow each listed label
+    (the ``.`` of ``<label>. <action>``), which the policy's line and text heads find the listed actions by.
 
-    Raises unless a line break is one token of its own in policy prompts, so that a prompt's last n line-end
-    tokens are the ends of its n listed actions."""
-    ids = encode_text(tokenizer, "\n")
+    Raises unless each is one token of its own in policy prompts, so that a prompt's last n line ends are the
+    ends of its n listed actions and each listed line's action starts after its first separator."""
+    nl, dot = encode_text(tokenizer, "\n"), encode_text(tokenizer, ".")
     text = build_policy_prompt({"task": "put a mug in cabinet 2"}, "go to cabinet 2", ["go to cabinet 2", "look"],
                                ["7", "b"])
-    if len(ids) != 1 or encode_text(tokenizer, text).count(ids[0]) != text.count("\n"):
+    ids = encode_text(tokenizer, text)
+    if len(nl) != 1 or ids.count(nl[0]) != text.count("\n"):
         raise ValueError("this tokenizer does not keep a line break as a token of its own in policy prompts; "
                          "use the label head (policy_head: label)")
-    return ids[0]
+    if len(dot) != 1 or ids.count(dot[0]) != text.count("."):
+        raise ValueError("this tokenizer does not keep '.' as a token of its own in policy prompts; use the "
+                         "label head (policy_head: label)")
+    return nl[0], dot[0]
 
 
 # ---- labels ----------------------------------------------------------------------------------------------

@@ -52,13 +52,12 @@ from frugalft.atomic import atomic_path, write_json, write_jsonl
 from frugalft.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from frugalft.models import LoraSettings, add_lora, load_model, max_positions, trunk_hidden
 from frugalft.models.precision import Autocast, bf16_autocast, wants_matmul_attention
-from frugalft.reflect.policy import Policy, score_steps
+from frugalft.reflect.policy import Policy, head_token_ids, score_steps
 from frugalft.reflect.prompts import (
     DEFAULT_LABELS,
     LabelAlphabet,
     encode_policy_prompt,
     encode_reflection_example,
-    line_end_id,
 )
 from frugalft.reflect.reflection import Reflector
 from frugalft.runs import RunDir, RunError, check_config, config_changes, progress, read_jsonl_lines
@@ -124,8 +123,9 @@ class WarmupConfig:
     shuffle_labels: bool = False  # random label subsets per example (SPEC A.2); must match the RL config
     policy_loss: Literal["label_head", "full_vocab"] = "label_head"  # see the module docstring
     # How the policy scores the listed actions (frugalft.reflect.policy): "label", the paper's next-label-token
-    # softmax, or "line", a pointer at each listed line's end. Must match the RL config (the table copies it).
-    policy_head: Literal["label", "line"] = "label"
+    # softmax; "line", a pointer at each listed line's end; "text", each action's likelihood as the prompt's
+    # continuation. Must match the RL config (the table copies it).
+    policy_head: Literal["label", "line", "text"] = "label"
     checkpoint_every: int = 100  # steps between checkpoints (a killed run resumes from the last one)
     log_every: int = 10  # steps between metric rows
     # Validation (see the module docstring): a share of the train tasks, never trained on.
@@ -492,7 +492,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
     train_idx, val_idx = split_validation(rows, config.val_fraction, config.seed)
     device = next(lm.parameters()).device
     policy = Policy(lm, label_ids, tok.pad_token_id, head=config.policy_head,
-                    line_end_id=line_end_id(tok) if config.policy_head == "line" else None)
+                    **head_token_ids(tok, config.policy_head))
     lengths = [len(e.prompt) for e in examples] if config.length_groups > 1 else None
 
     def scores_of(idx: list[int]):
@@ -500,7 +500,7 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
         return score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch], [e.target for e in batch])
 
     def loss_of(idx: list[int]) -> torch.Tensor:
-        if config.policy_loss == "label_head" or config.policy_head == "line":  # the line head has no LM loss
+        if config.policy_loss == "label_head" or config.policy_head != "label":  # full_vocab: the label's LM loss
             return -scores_of(idx).logprob.mean()
         batch = [examples[i] for i in idx]
         seqs = [e.prompt + [label_ids[e.labels[e.target]]] for e in batch]
