@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from frugalft.models import load_model
 from frugalft.reflect.decoding import generate
-from frugalft.reflect.policy import Policy, collate_left, score_steps, valid_mask
+from frugalft.reflect.policy import Policy, collate_left, head_token_ids, score_steps, valid_mask
 from frugalft.reflect.prompts import LabelAlphabet
 from frugalft.reflect.reflection import ReflectionError, Reflector, check_tokenizer_matches
 
@@ -176,12 +176,12 @@ def _listed_prompts(tok, alphabet, rng):
 
 def test_line_head_is_the_last_state_against_each_listed_lines_end(lm_tok):
     from frugalft.reflect.policy import trunk_hidden_positions
-    from frugalft.reflect.prompts import line_end_id
 
     lm, tok = lm_tok
     alphabet = LabelAlphabet(shuffle=True)
-    nl = line_end_id(tok)
-    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=nl)
+    ids = head_token_ids(tok, "line")
+    nl = ids["line_end_id"]
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", **ids)
     prompts, labels = _listed_prompts(tok, alphabet, 0)
     with torch.no_grad():
         logits, _ = policy(prompts, valid_mask(labels, len(alphabet)), 2.0, labels)
@@ -202,24 +202,25 @@ def test_line_head_is_the_last_state_against_each_listed_lines_end(lm_tok):
 
 
 def test_line_head_needs_labels_and_a_policy_prompt(lm_tok):
-    from frugalft.reflect.prompts import line_end_id
+    from frugalft.reflect.policy import head_token_ids
 
     lm, tok = lm_tok
     alphabet = LabelAlphabet()
-    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=line_end_id(tok))
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", **head_token_ids(tok, "line"))
     valid = valid_mask([[0, 1, 2]], len(alphabet))
     with pytest.raises(ValueError, match="labels in list order"):
         policy([tok.encode("# Actions:\n0. a\n1. b\n2. c\n# Action:")], valid)
     with pytest.raises(ValueError, match="3 actions"):
         policy([tok.encode("no list here # Action:")], valid, labels=[[0, 1, 2]])
-    with pytest.raises(ValueError, match="line_end_id"):
-        Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line")
+    for head in ("line", "text"):
+        with pytest.raises(ValueError, match="line_end_id"):
+            Policy(lm, alphabet.check(tok), tok.pad_token_id, head=head)
     with pytest.raises(ValueError, match="unknown policy head"):
         Policy(lm, alphabet.check(tok), tok.pad_token_id, head="pointer")
 
 
-def test_line_end_id_refuses_a_tokenizer_that_merges_line_breaks():
-    from frugalft.reflect.prompts import build_policy_prompt, line_end_id
+def test_list_token_ids_refuse_a_tokenizer_that_merges_line_breaks():
+    from frugalft.reflect.prompts import build_policy_prompt, list_token_ids
 
     class MergesBreaks:  # "\n#" one token, as a BPE with that merge would make it
         def encode(self, text, add_special_tokens=False):
@@ -231,7 +232,7 @@ def test_line_end_id_refuses_a_tokenizer_that_merges_line_breaks():
             return out
 
     with pytest.raises(ValueError, match="line break"):
-        line_end_id(MergesBreaks())
+        list_token_ids(MergesBreaks())
     with pytest.raises(ValueError, match="one line each"):
         build_policy_prompt({"task": "t"}, None, ["go\nnorth"], ["0"])
 
@@ -242,13 +243,13 @@ def test_line_head_learns_which_line_to_pick_under_shuffled_labels():
     import random
 
     from frugalft.models import load_model
-    from frugalft.reflect.prompts import encode_policy_prompt, line_end_id
+    from frugalft.reflect.prompts import encode_policy_prompt
 
     torch.manual_seed(0)
     _, tok = load_model("tiny-env", device="cpu", seed=0)
     lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=1, n_head=2, n_positions=128))
     alphabet = LabelAlphabet(shuffle=True)
-    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", line_end_id=line_end_id(tok))
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="line", **head_token_ids(tok, "line"))
     rng = random.Random(0)
 
     def batch(n):
@@ -271,3 +272,71 @@ def test_line_head_learns_which_line_to_pick_under_shuffled_labels():
     with torch.no_grad():
         best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
     assert sum(b == t for b, t in zip(best, targets, strict=True)) / 100 > 0.95
+
+
+# ---- the text head ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model", ["tiny-test", "tiny-env"])
+def test_text_head_is_each_actions_likelihood_after_the_prompt(model):
+    """Against another computation: each (prompt + action line) sequence alone through the whole LM, no padding,
+    no cache, the action's tokens tokenised from its text."""
+    lm, tok = load_model(model, device="cpu", seed=3)
+    lm.eval()
+    alphabet = LabelAlphabet(shuffle=True)
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="text", **head_token_ids(tok, "text"))
+    prompts, labels = _listed_prompts(tok, alphabet, 1)
+    with torch.no_grad():
+        logits, _ = policy(prompts, valid_mask(labels, len(alphabet)), 0.5, labels)
+        for p, row, got in zip(prompts, labels, logits, strict=True):
+            text = tok.decode(p)
+            actions = [line.split(". ", 1)[1] for line in text.split("\n") if line.startswith(
+                tuple(f"{lb}. " for lb in alphabet.strings(row)))]
+            assert len(actions) == len(row)
+            want = []
+            for action in actions:
+                cont = tok.encode(" " + action + "\n", add_special_tokens=False)
+                logp = torch.log_softmax(lm(torch.tensor([p + cont])).logits[0].float(), -1)
+                want.append(sum(float(logp[len(p) - 1 + t, c]) for t, c in enumerate(cont)) / 0.5)
+            assert torch.allclose(got[row], torch.tensor(want), atol=1e-3)
+            assert torch.isinf(got).sum() == len(alphabet) - len(row)
+    scores = score_steps(policy, prompts, labels, [1] * len(prompts))  # rescoring: the same numbers, with grads
+    assert scores.logprob.requires_grad
+    assert torch.allclose(scores.listed[:, 1], torch.log_softmax(logits * 0.5, -1)[range(len(prompts)),
+                                                                                   [r[1] for r in labels]], atol=1e-4)
+
+
+def test_text_head_learns_to_copy_the_name_its_reflection_wrote():
+    """The reflection names one of four listed places (single-token names), the target is that action. A
+    2-layer model from scratch learns it with the text head (the label and line heads stay at chance on this
+    task for 3,000 steps: docs/results.md, ALFWorld)."""
+    import random
+
+    from frugalft.reflect.prompts import encode_policy_prompt
+
+    torch.manual_seed(0)
+    _, tok = load_model("tiny-env", device="cpu", seed=0)
+    lm = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=2, n_head=4, n_positions=128))
+    alphabet = LabelAlphabet()
+    policy = Policy(lm, alphabet.check(tok), tok.pad_token_id, head="text", **head_token_ids(tok, "text"))
+    places = [w[1:] for w in sorted(tok.get_vocab()) if w.startswith("Ġ") and w[1:].isalpha() and len(w) >= 5][:16]
+    rng = random.Random(0)
+
+    def batch(n):
+        prompts, labels, targets = [], [], []
+        for _ in range(n):
+            listed, target = rng.sample(places, 4), rng.randrange(4)
+            prompts.append(encode_policy_prompt(tok, {}, f"go to {listed[target]}", [f"go to {p}" for p in listed],
+                                                alphabet.strings(range(4))))
+            labels.append(list(range(4)))
+            targets.append(target)
+        return prompts, labels, targets
+
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-3)
+    for _ in range(150):
+        loss = -score_steps(policy, *batch(16)).logprob.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prompts, labels, targets = batch(100)
+    with torch.no_grad():
+        best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
+    assert sum(b == t for b, t in zip(best, targets, strict=True)) / 100 > 0.9  # chance: 0.25

@@ -51,7 +51,7 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
         first = model(input_ids=input_ids.new_tensor([list(prefix_ids)]), use_cache=True, logits_to_keep=1)
         cache = _cache_of(model, first)
         cache.batch_repeat_interleave(b)
-        extra = {cache_name(type(model)): cache}
+        extra = {_cache_name(type(model)): cache}
     out = model(input_ids=input_ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                 **extra)
     rows = torch.arange(b, device=dev)
@@ -74,16 +74,16 @@ def decode(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tens
         mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=1)
         pos = pos[:, -1:] + 1
         out = model(input_ids=token[:, None], attention_mask=mask, position_ids=pos, use_cache=True,
-                    **{cache_name(type(model)): cache})
+                    **{_cache_name(type(model)): cache})
     return new[:, :steps]
 
 
 def _cache_of(model: nn.Module, out: object):
-    return getattr(out, cache_name(type(model)))
+    return getattr(out, _cache_name(type(model)))
 
 
 @functools.cache
-def cache_name(model_type: type) -> str:
+def _cache_name(model_type: type) -> str:
     """The KV cache's name in this transformers version (``cache`` in 5.x, ``past_key_values`` before), for the
     forward's argument and its output alike; looked up once per class, not once per decoded token."""
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"

@@ -11,9 +11,10 @@ Three heads score the listed actions, none with new weights:
   model trained from scratch does not learn (docs/results.md, ALFWorld probes).
 - ``text``: each listed action's log-likelihood as the prompt's continuation, its tokens those of its own line
   after ``<label>.`` (the action text and the line end), summed. Copying a name the reflection wrote is then
-  next-token prediction, which a model learns from every token of the action instead of one label choice. The
-  prompt is read once; each action is scored from its cached keys and values (one extra forward over the
-  actions' tokens, not one per action over the whole prompt).
+  next-token prediction, which a model learns from every token of the action instead of one label choice. One
+  forward per batch: every action of a row is appended after its prompt, each seeing the prompt and its own
+  earlier tokens only (a block mask, positions restarting after the prompt), so the prompt is read once and no
+  keys or values are copied per action.
 
 Either way labels not shown in a row's list are -inf, so sampling can never pick an action that is not offered,
 and the distribution is indexed by the label alphabet. An optional ``ValueHead`` on the last-token state serves
@@ -36,7 +37,6 @@ import torch
 from torch import nn
 
 from frugalft.models import LabelHead, ValueHead, last_token_hidden, max_positions
-from frugalft.models.decode import cache_name
 from frugalft.reflect.prompts import list_token_ids
 
 
@@ -90,20 +90,12 @@ def _trunk(model: nn.Module) -> nn.Module:
 
 
 def trunk_hidden_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                           position_ids: torch.Tensor, cache: bool = False):
+                           position_ids: torch.Tensor) -> torch.Tensor:
     """Last-layer hidden states with explicit positions (``frugalft.models.trunk_hidden`` plus position ids);
-    with ``cache``, also the keys and values (a transformers cache) for ``trunk_continue``."""
-    trunk = _trunk(model)
-    out = trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=cache)
-    return (out.last_hidden_state, getattr(out, cache_name(type(trunk)))) if cache else out.last_hidden_state
-
-
-def trunk_continue(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   position_ids: torch.Tensor, cache) -> torch.Tensor:
-    """Hidden states of ``input_ids`` continuing the cached sequences (``attention_mask`` covers both)."""
-    trunk = _trunk(model)
-    return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=True,
-                 **{cache_name(type(trunk)): cache}).last_hidden_state
+    ``attention_mask`` is (batch, seq) or a (batch, 1, seq, seq) boolean mask of which keys each query sees."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    trunk = getattr(base, base.base_model_prefix)
+    return trunk(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids).last_hidden_state
 
 
 @dataclass
@@ -163,25 +155,23 @@ class Policy(nn.Module):
 
         ``labels``: each row's alphabet indices in list order (the line head needs them: line k is label
         ``labels[row][k]``; the label head ignores them)."""
-        if self.max_positions is not None and max(len(p) for p in prompts) > self.max_positions:
-            # Keep the end (the action list and "# Action:"), as the warm-up's SFT truncation does.
-            prompts = [p[-self.max_positions:] for p in prompts]
         if self.head != "label" and labels is None:
             raise ValueError(f"the {self.head} head needs each row's labels in list order (labels=...)")
+        actions = self._listed_actions(prompts, labels) if self.head == "text" else None
+        room = max(len(a) for row in actions for a in row) if actions else 0  # the text head appends actions
+        if self.max_positions is not None and max(len(p) for p in prompts) + room > self.max_positions:
+            # Keep the end (the action list and "# Action:"), as the warm-up's SFT truncation does.
+            prompts = [p[-(self.max_positions - room):] for p in prompts]
         ids, mask, pos = collate_left(prompts, self.pad_id, self.device)
+        valid = valid.to(self.device)
         with attention_backends(self.device):
             if self.head == "text":
-                states, cache = trunk_hidden_positions(self.lm, ids, mask, pos, cache=True)
+                logits, hidden = self._text_logits(prompts, actions, labels, ids, mask, pos, valid)
             else:
                 states = trunk_hidden_positions(self.lm, ids, mask, pos)
-            hidden = last_token_hidden(states, mask)
-            valid = valid.to(self.device)
-            if self.head == "label":
-                logits = self.label_head.logits(hidden, valid)
-            elif self.head == "line":
-                logits = self._line_logits(prompts, labels, states, hidden, valid)
-            else:
-                logits = self._text_logits(prompts, labels, mask, cache, hidden, valid)
+                hidden = last_token_hidden(states, mask)
+                logits = (self.label_head.logits(hidden, valid) if self.head == "label"
+                          else self._line_logits(prompts, labels, states, hidden, valid))
         value = self.value_head(hidden) if self.value_head is not None else None
         return logits / temperature, value
 
@@ -220,38 +210,60 @@ class Policy(nn.Module):
         scores = torch.einsum("bd,bnd->bn", hidden, lines).float() / math.sqrt(states.shape[-1])
         return self._scatter(scores[listed], labels, valid)  # listed slots in row-major order
 
-    def _text_logits(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]], mask: torch.Tensor,
-                     cache, hidden: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        """Each listed action's summed token log-probabilities after the prompt (see the module docstring)."""
-        device = mask.device
-        pairs: list[tuple[int, list[int]]] = []  # (row, the action's tokens: its line after "<label>.")
+    def _listed_actions(self, prompts: Sequence[Sequence[int]], labels: Sequence[Sequence[int]]) -> list[list[list[int]]]:
+        """Per row, each listed action's tokens: its line after ``<label>.`` (the action and its line end)."""
+        actions = []
         for i, (p, ends) in enumerate(zip(prompts, self._line_ends(prompts, labels), strict=True)):
             start = ends[0] - 1
             while start >= 0 and p[start] != self.line_end_id:  # the first listed line starts after a line end
                 start -= 1
+            row = []
             for end in ends:
-                line = p[start + 1: end + 1]
+                line = list(p[start + 1: end + 1])
                 if self.separator_id not in line:
                     raise ValueError(f"prompt {i}: a listed line without its '<label>.' separator")
-                pairs.append((i, line[line.index(self.separator_id) + 1:]))
+                row.append(line[line.index(self.separator_id) + 1:])
                 start = end
-        width = max(len(a) for _, a in pairs)
-        ids = torch.full((len(pairs), width), self.pad_id, dtype=torch.long)
-        act_mask = torch.zeros((len(pairs), width), dtype=torch.long)
-        for k, (_, a) in enumerate(pairs):
-            ids[k, : len(a)] = torch.as_tensor(a)
-            act_mask[k, : len(a)] = 1
-        ids, act_mask = ids.to(device), act_mask.to(device)
-        row = torch.as_tensor([i for i, _ in pairs], device=device)
-        cache.reorder_cache(row)  # each action continues its own row's prompt
-        lengths = mask.sum(1)[row]
-        pos = lengths[:, None] + torch.arange(width, device=device)[None]
-        states = trunk_continue(self.lm, ids, torch.cat([mask[row], act_mask], 1), pos, cache)
-        # token t of an action is predicted at the position before it: the prompt's last for t = 0
-        before = torch.cat([hidden[row][:, None], states[:, :-1]], 1)
-        logprobs = torch.log_softmax(self.lm.get_output_embeddings()(before).float(), -1)
-        token_lp = logprobs.gather(2, ids[:, :, None]).squeeze(-1) * act_mask
-        return self._scatter(token_lp.sum(1), labels, valid)
+            actions.append(row)
+        return actions
+
+    def _text_logits(self, prompts: Sequence[Sequence[int]], actions: list[list[list[int]]],
+                     labels: Sequence[Sequence[int]], ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor,
+                     valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each listed action's summed token log-probabilities after the prompt (see the module docstring), and
+        the prompts' last-token states."""
+        device, width = ids.device, ids.shape[1]
+        cont = max(sum(len(a) for a in row) for row in actions)
+        total = width + cont
+        full_ids = torch.full((len(prompts), total), self.pad_id, dtype=torch.long)
+        full_pos = torch.zeros((len(prompts), total), dtype=torch.long)
+        # which key each query sees: the prompt causally (its real tokens), each action the prompt and itself
+        sees = torch.zeros((len(prompts), total, total), dtype=torch.bool)
+        sees[:, :width, :width] = torch.tril(torch.ones(width, width, dtype=torch.bool)) & mask.bool().cpu()[:, None]
+        sees[:, range(total), range(total)] = True  # padding sees itself: no all-masked row, no NaN
+        before: list[tuple[int, int]] = []  # per action token, (row, position whose state predicts it)
+        for i, row in enumerate(actions):
+            at = width
+            for a in row:
+                span = torch.arange(at, at + len(a))
+                full_ids[i, span] = torch.as_tensor(a)
+                full_pos[i, span] = len(prompts[i]) + torch.arange(len(a))
+                sees[i, span, :width] = mask[i].bool().cpu()
+                sees[i, at: at + len(a), at: at + len(a)] = torch.tril(torch.ones(len(a), len(a), dtype=torch.bool))
+                before += [(i, width - 1)] + [(i, int(j)) for j in span[:-1]]
+                at += len(a)
+        full_ids[:, :width], full_pos[:, :width] = ids.cpu(), pos.cpu()
+        states = trunk_hidden_positions(self.lm, full_ids.to(device), sees[:, None].to(device), full_pos.to(device))
+        hidden = states[:, width - 1]  # each prompt's last token (prompts are left-padded)
+        rows = torch.as_tensor([r for r, _ in before], device=device)
+        cols = torch.as_tensor([c for _, c in before], device=device)
+        targets = torch.as_tensor([t for row in actions for a in row for t in a], device=device)
+        logprobs = torch.log_softmax(self.lm.get_output_embeddings()(states[rows, cols]).float(), -1)
+        token_lp = logprobs.gather(1, targets[:, None]).squeeze(1)
+        per_action = torch.as_tensor([k for k, a in enumerate(a for row in actions for a in row) for _ in a],
+                                     device=device)
+        scores = torch.zeros(sum(len(row) for row in actions), device=device).index_add(0, per_action, token_lp)
+        return self._scatter(scores, labels, valid), hidden
 
     @torch.no_grad()
     def act(self, prompts: Sequence[Sequence[int]], valid: torch.Tensor, temperature: float = 1.0,
