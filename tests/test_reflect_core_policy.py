@@ -298,6 +298,8 @@ def test_text_head_is_each_actions_likelihood_after_the_prompt(model):
                 want.append(sum(float(logp[len(p) - 1 + t, c]) for t, c in enumerate(cont)) / 0.5)
             assert torch.allclose(got[row], torch.tensor(want), atol=1e-3)
             assert torch.isinf(got).sum() == len(alphabet) - len(row)
+        alone, _ = policy(prompts[:1], valid_mask(labels[:1], len(alphabet)), 0.5, labels[:1])
+        assert torch.allclose(alone[0][labels[0]], logits[0][labels[0]], atol=1e-4)  # not the batch's padding
     scores = score_steps(policy, prompts, labels, [1] * len(prompts))  # rescoring: the same numbers, with grads
     assert scores.logprob.requires_grad
     assert torch.allclose(scores.listed[:, 1], torch.log_softmax(logits * 0.5, -1)[range(len(prompts)),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
@@ -83,6 +84,19 @@ def test_killed_run_resumes_without_repeating_or_losing_episodes(tmp_path, algor
     # a finished run keeps only its last checkpoint (what a rerun reloads); the killed run kept step 2 too
     for run in ("straight", "killed"):
         assert [p.name for p in (tmp_path / run / "checkpoints").glob("step-*")] == ["step-00000004"]
+
+
+@pytest.mark.parametrize("head", ["line", "text"])
+def test_rl_runs_with_the_list_heads_reference_and_value_head(tmp_path, head):
+    # PPO (value head, clipped ratio, the reference's KL) with a reflection model: every path that scores
+    # prompts passes each row's labels. The rollout's log-probs are the update's: before the first update the
+    # policy is its reference, so the KL of the first iteration is 0 and no ratio is clipped.
+    cfg = _cfg(algorithm="ppo", ppo_epochs=1, iterations=2, policy_head=head, track_kl=True)
+    train(cfg, tmp_path / "run")
+    first = _rows(tmp_path / "run" / "metrics.jsonl")[0]
+    assert first["kl"] == pytest.approx(0.0, abs=1e-5)
+    assert first["clipfrac"] == 0.0
+    assert all(math.isfinite(first[k]) for k in ("loss", "policy_loss", "value_loss", "entropy"))
 
 
 def test_bad_labels_and_mismatched_reflection_checkpoint_are_clear_errors(tmp_path):

@@ -16,7 +16,7 @@ Three heads score the listed actions, none with new weights:
   earlier tokens only (a block mask, positions restarting after the prompt), so the prompt is read once and no
   keys or values are copied per action.
 
-Either way labels not shown in a row's list are -inf, so sampling can never pick an action that is not offered,
+Whatever the head, labels not shown in a row's list are -inf, so sampling can never pick an action that is not offered,
 and the distribution is indexed by the label alphabet. An optional ``ValueHead`` on the last-token state serves
 PPO's critic.
 
@@ -84,11 +84,6 @@ def attention_backends(device: torch.device) -> contextlib.AbstractContextManage
     return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
 
 
-def _trunk(model: nn.Module) -> nn.Module:
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return getattr(base, base.base_model_prefix)
-
-
 def trunk_hidden_positions(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                            position_ids: torch.Tensor) -> torch.Tensor:
     """Last-layer hidden states with explicit positions (``frugalft.models.trunk_hidden`` plus position ids);
@@ -153,8 +148,8 @@ class Policy(nn.Module):
                 labels: Sequence[Sequence[int]] | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Logits (batch, n_labels) divided by ``temperature``, -inf where not ``valid``; and values.
 
-        ``labels``: each row's alphabet indices in list order (the line head needs them: line k is label
-        ``labels[row][k]``; the label head ignores them)."""
+        ``labels``: each row's alphabet indices in list order (the line and text heads need them: listed line k
+        is label ``labels[row][k]``; the label head ignores them)."""
         if self.head != "label" and labels is None:
             raise ValueError(f"the {self.head} head needs each row's labels in list order (labels=...)")
         actions = self._listed_actions(prompts, labels) if self.head == "text" else None
