@@ -156,6 +156,20 @@ def test_over_long_prompts_keep_their_end_as_the_warmup_does(policy, lm_tok):
     torch.testing.assert_close(cut, tail)
 
 
+def _trained_accuracy(policy, batch, steps: int, lr: float) -> float:
+    """Train ``policy`` on ``batch(16)`` for ``steps`` AdamW steps; its accuracy on a fresh ``batch(100)``."""
+    opt = torch.optim.AdamW(policy.lm.parameters(), lr=lr)
+    for _ in range(steps):
+        loss = -score_steps(policy, *batch(16)).logprob.mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    prompts, labels, targets = batch(100)
+    with torch.no_grad():
+        best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
+    return sum(b == t for b, t in zip(best, targets, strict=True)) / len(targets)
+
+
 # ---- the line head ---------------------------------------------------------------------------------------
 def _listed_prompts(tok, alphabet, rng):
     """Policy prompts of frugalft's own format, lists of 2-5 actions under shuffled labels."""
@@ -262,16 +276,7 @@ def test_line_head_learns_which_line_to_pick_under_shuffled_labels():
             targets.append(target)
         return prompts, labels, targets
 
-    opt = torch.optim.AdamW(lm.parameters(), lr=1e-2)
-    for _ in range(40):
-        loss = -score_steps(policy, *batch(16)).logprob.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    prompts, labels, targets = batch(100)
-    with torch.no_grad():
-        best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
-    assert sum(b == t for b, t in zip(best, targets, strict=True)) / 100 > 0.95
+    assert _trained_accuracy(policy, batch, steps=40, lr=1e-2) > 0.95
 
 
 # ---- the text head ---------------------------------------------------------------------------------------
@@ -332,13 +337,4 @@ def test_text_head_learns_to_copy_the_name_its_reflection_wrote():
             targets.append(target)
         return prompts, labels, targets
 
-    opt = torch.optim.AdamW(lm.parameters(), lr=1e-3)
-    for _ in range(150):
-        loss = -score_steps(policy, *batch(16)).logprob.mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-    prompts, labels, targets = batch(100)
-    with torch.no_grad():
-        best = score_steps(policy, prompts, labels, targets).listed.argmax(-1).tolist()
-    assert sum(b == t for b, t in zip(best, targets, strict=True)) / 100 > 0.9  # chance: 0.25
+    assert _trained_accuracy(policy, batch, steps=150, lr=1e-3) > 0.9  # chance: 0.25
