@@ -98,7 +98,9 @@ def main() -> None:
     config = build(WarmupConfig, settings)
     # What that variant's policy trained on (warmup.warmup): the model-reflection set where there is one.
     data = warm / "policy_data.jsonl"
-    rows = read_jsonl(data if data.exists() else args.seed_dir / "data" / VARIANTS[args.variant][1])
+    if not data.exists():
+        data = args.seed_dir / "data" / VARIANTS[args.variant][1]
+    rows = read_jsonl(data)
     model_dir = warm / "policy" / "model"
     if args.train_on_teacher is not None:
         if args.variant != "reflect":
@@ -111,8 +113,7 @@ def main() -> None:
         model_dir = train_policy(config, data, out / "policy", start=warm / "reflection" / "model")
     elif args.retrain is not None:
         start = warm / "reflection" / "model" if config.policy_init == "reflection" else None
-        model_dir = train_policy(config, data if data.exists() else args.seed_dir / "data" / VARIANTS[args.variant][1],
-                                 args.retrain / "policy", start=start)
+        model_dir = train_policy(config, data, args.retrain / "policy", start=start)
     idx = held_out(rows, config, args.limit)
     variants = {"none": [{**rows[i], "reflection": None} for i in idx]}
     if "teacher_reflection" in rows[0]:  # a reflecting policy: also with the model's and the teacher's reflection
