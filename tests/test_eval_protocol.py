@@ -224,3 +224,20 @@ def test_two_run_directories_compare_paired_on_the_same_tasks(tmp_path):
         compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl")
     with pytest.raises(ValueError, match="no seed of .* has a test evaluation of reflect_rl in both"):
         compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl", split="test")
+
+
+def test_the_table_pairs_reflect_rl_and_sft_only_with_their_controls():
+    """A table's paired rows: Reflect-RL minus each other row it has, and SFT only minus its no-reflection twin;
+    a pair whose second row the table lacks is left out. Each seed's episodes differ equally, so the bootstrap can
+    only draw the two seeds' differences d0, d1 (mean (d0 + d1) / 2): its 95% interval is [min, max] of them."""
+    from frugalft.reflect.table import ExperimentConfig, comparison_lines
+
+    tasks = ["t0", "t1", "t2", "t3"]
+    success = {"sft": {0: [1, 1, 1, 1], 1: [0, 0, 0, 0]}, "reflect_rl": {0: [1, 1, 1, 1], 1: [1, 1, 1, 1]},
+               "sft_noreflect_rinit": {0: [0, 0, 0, 0], 1: [0, 0, 0, 0]}}
+    rows = [{"method": m, "seed": seed, "outcomes": {"success": s, "task_id": tasks}}
+            for m, by_seed in success.items() for seed, s in by_seed.items()]
+    lines = comparison_lines(ExperimentConfig(methods=list(success)), rows)
+    assert lines == ["| Reflect-RL | SFT only | 2 | +50.0 [+0.0, +100.0] | +0 / +100 |",
+                     "| SFT only | SFT only, no reflection, policy from the reflection model | 2 | +50.0 [+0.0, +100.0] "
+                     "| +100 / +0 |"]

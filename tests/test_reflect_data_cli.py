@@ -69,7 +69,7 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     table = (run / "table.md").read_text()
     # one seed: the bootstrap resamples its episodes only; the oracle solves all
     assert "| oracle | 1 | 100.0 [100.0, 100.0] | 100 |" in table and "| Reflect-RL |" in table
-    assert "| SFT only | 1 |" in table.split("Paired comparisons")[1]  # Reflect-RL minus SFT only, paired
+    assert "| Reflect-RL | SFT only | 1 |" in table.split("Paired comparisons")[1]  # Reflect-RL minus SFT only, paired
     cell = json.loads((run / "seed-0" / "eval" / "test" / "oracle.json").read_text())
     assert cell["split"] == "test" and cell["outcomes"]["success"] == [1, 1] and len(cell["fingerprint"]) == 16
     quality = json.loads((run / "seed-0" / "eval" / "test" / "reflection_quality_reflect.json").read_text())

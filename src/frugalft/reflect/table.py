@@ -94,8 +94,11 @@ PLAN: dict[str, tuple[str | None, bool]] = {
 ALGORITHMS = {"reflect_rl_grpo": "grpo"}  # methods whose RL overrides rl.algorithm
 
 
-# The rows a comparison is made against, when the table has them: Reflect-RL minus each, paired by seed and task.
-COMPARED = ("sft", "sft_rl_noreflect", "sft_rl_noreflect_rinit", "reflect_rl_noneg", "rl", "random")
+# The paired comparisons a table shows when it has both rows (a minus b, by seed and task): Reflect-RL against
+# each other row, then SFT only against its no-reflection twins (what reading a reflection adds before any RL).
+COMPARED = (("reflect_rl", "sft"), ("reflect_rl", "sft_rl_noreflect"), ("reflect_rl", "sft_rl_noreflect_rinit"),
+            ("reflect_rl", "reflect_rl_noneg"), ("reflect_rl", "rl"), ("reflect_rl", "random"),
+            ("sft", "sft_noreflect"), ("sft", "sft_noreflect_rinit"))
 
 
 @dataclass
@@ -683,10 +686,10 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
                      f"[{100 * wlo:.1f}, {100 * whi:.1f}] |{extra_txt} {ret_txt} | {agree_txt} | {probs} |{by_level}")
     comparisons = comparison_lines(config, main)
     if comparisons:
-        lines += ["", "Paired comparisons (success, percentage points): Reflect-RL minus each row, episode by episode "
+        lines += ["", "Paired comparisons (success, percentage points): one row minus another, episode by episode "
                   "on the same tasks, over the seeds both ran; 95% hierarchical bootstrap interval. An interval that "
                   "excludes 0 is a difference these seeds and tasks resolve.", "",
-                  "| Reflect-RL minus | seeds | difference, points [95% CI] | by seed |", "|---|---|---|---|",
+                  "| row | minus | seeds | difference, points [95% CI] | by seed |", "|---|---|---|---|---|",
                   *comparisons]
     if seconds is not None:
         lines += ["", f"Wall time of this run: {seconds / 60:.1f} min."]
@@ -694,20 +697,18 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
 
 
 def comparison_lines(config: ExperimentConfig, main: list[dict]) -> list[str]:
-    if "reflect_rl" not in config.methods:
-        return []
-    ref_vals, ref_tasks = _per_seed([r for r in main if r["method"] == "reflect_rl"], "success")
     out = []
-    for other in COMPARED:
-        if other not in config.methods:
+    for a, b in COMPARED:
+        if a not in config.methods or b not in config.methods:
             continue
-        vals, tasks = _per_seed([r for r in main if r["method"] == other], "success")
-        diffs = paired_differences(ref_vals, vals, ref_tasks, tasks)
+        vals_a, tasks_a = _per_seed([r for r in main if r["method"] == a], "success")
+        vals_b, tasks_b = _per_seed([r for r in main if r["method"] == b], "success")
+        diffs = paired_differences(vals_a, vals_b, tasks_a, tasks_b)
         if not diffs:
             continue
         m, lo, hi = hierarchical_bootstrap(list(diffs.values()))
         by_seed = " / ".join(f"{100 * d.mean():+.0f}" for d in diffs.values())
-        out.append(f"| {TITLES[other]} | {len(diffs)} | {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
+        out.append(f"| {TITLES[a]} | {TITLES[b]} | {len(diffs)} | {100 * m:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] "
                    f"| {by_seed} |")
     return out
 
