@@ -697,12 +697,12 @@ def markdown_table(config: ExperimentConfig, rows: list[dict], seconds: float | 
 
 
 def comparison_lines(config: ExperimentConfig, main: list[dict]) -> list[str]:
+    per_method = {m: _per_seed([r for r in main if r["method"] == m], "success") for m in config.methods}
     out = []
     for a, b in COMPARED:
-        if a not in config.methods or b not in config.methods:
+        if a not in per_method or b not in per_method:
             continue
-        vals_a, tasks_a = _per_seed([r for r in main if r["method"] == a], "success")
-        vals_b, tasks_b = _per_seed([r for r in main if r["method"] == b], "success")
+        (vals_a, tasks_a), (vals_b, tasks_b) = per_method[a], per_method[b]
         diffs = paired_differences(vals_a, vals_b, tasks_a, tasks_b)
         if not diffs:
             continue
