@@ -321,30 +321,48 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
     import time
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    waiting, running = list(seeds), []
-    failed = []
-    while waiting or running:
-        while waiting and len(running) < jobs:
-            seed = waiting.pop(0)
-            log = run / f"seed-{seed}" / "table.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "frugalft.cli.main", "rl", "table", "--run-dir", str(run)]
-            cmd += ["--config", str(config)] if config is not None else []
-            cmd += [a for o in overrides for a in ("--set", o)] + ["--set", f"seeds=[{seed}]"]
-            # the seed's own rows only (an extra seed runs the headline methods, not every row)
-            cmd += ["--set", "extra_seeds={}", "--set", f"methods=[{','.join(methods[seed])}]"]
-            cmd += ["--report-to", report] if report else []
-            typer.echo(f"seed {seed}: started (log: {log})")
-            with open(log, "a", encoding="utf-8") as out:
-                running.append((seed, log, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)))
-        for item in list(running):
-            seed, log, proc = item
-            if proc.poll() is not None:
+    failed: list[str] = []
+
+    def play(queue: list[int], width: int, last_try: bool) -> list[int]:
+        """Run ``queue``'s seeds ``width`` at a time; return those a signal killed (unless ``last_try``)."""
+        running: list[tuple[int, Path, subprocess.Popen]] = []
+        killed: list[int] = []
+        while queue or running:
+            while queue and len(running) < width:
+                seed = queue.pop(0)
+                log = run / f"seed-{seed}" / "table.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                cmd = [sys.executable, "-m", "frugalft.cli.main", "rl", "table", "--run-dir", str(run)]
+                cmd += ["--config", str(config)] if config is not None else []
+                cmd += [a for o in overrides for a in ("--set", o)] + ["--set", f"seeds=[{seed}]"]
+                # the seed's own rows only (an extra seed runs the headline methods, not every row)
+                cmd += ["--set", "extra_seeds={}", "--set", f"methods=[{','.join(methods[seed])}]"]
+                cmd += ["--report-to", report] if report else []
+                typer.echo(f"seed {seed}: {'resumed alone' if last_try else 'started'} (log: {log})")
+                with open(log, "a", encoding="utf-8") as out:
+                    running.append((seed, log, subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)))
+            for item in list(running):
+                seed, log, proc = item
+                if proc.poll() is None:
+                    continue
                 running.remove(item)
-                typer.echo(f"seed {seed}: {'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'}")
-                if proc.returncode != 0:
+                code = proc.returncode
+                if code == 0:
+                    typer.echo(f"seed {seed}: done")
+                elif code < 0 and not last_try:
+                    killed.append(seed)
+                    typer.echo(f"seed {seed}: killed by signal {-code} (9 is SIGKILL, most often the out-of-memory "
+                               "killer); it resumes alone after the others")
+                else:
+                    typer.echo(f"seed {seed}: FAILED ({f'killed by signal {-code}' if code < 0 else f'exit {code}'})")
                     failed.append(f"seed {seed} (see {log})")
-        if running:
-            time.sleep(2)  # children run for minutes: polling is cheap
+            if running:
+                time.sleep(2)  # children run for minutes: polling is cheap
+        return killed
+
+    # A seed process that a signal killed (the out-of-memory killer, most often: on ALFWorld a seed's process
+    # grows to 11-13 GB, two of them near 24 GB) resumes once, alone: its finished cells are on disk.
+    killed = play(list(seeds), jobs, last_try=False)
+    play(killed, 1, last_try=True)
     if failed:
         fail("rl table: " + ", ".join(failed) + " failed; rerun the same command to resume")
