@@ -246,6 +246,7 @@ def test_a_finished_warmup_is_not_reused_for_another_config(tiny_config, tmp_pat
 def test_a_seed_process_killed_by_a_signal_resumes_once_alone(tmp_path, monkeypatch, capsys):
     """The out-of-memory killer took a seed's process once (two ALFWorld seeds near 24 GB): the driver reruns
     that seed after the others, with nothing beside it; a second kill, or an ordinary failure, fails the command."""
+    import os
     import time
 
     import typer
@@ -254,12 +255,14 @@ def test_a_seed_process_killed_by_a_signal_resumes_once_alone(tmp_path, monkeypa
 
     live: list[object] = []
     started: list[tuple[int, int]] = []  # (seed, processes alive beside it when it started)
+    environments: list[dict] = []
     outcomes = {0: [0], 1: [-9, 0], 2: [0]}
 
     class FakeProcess:
         def __init__(self, cmd, **kwargs):
             self.seed = int(cmd[cmd.index("--set", cmd.index("--run-dir")) + 1][len("seeds=["):-1])
             started.append((self.seed, len(live)))
+            environments.append(kwargs["env"])
             live.append(self)
             self.returncode, self.polls = None, 0
 
@@ -278,6 +281,15 @@ def test_a_seed_process_killed_by_a_signal_resumes_once_alone(tmp_path, monkeypa
     assert started == [(0, 0), (1, 1), (2, 0), (1, 0)]  # seed 1's second try: alone, after seeds 0 and 2
     out = capsys.readouterr().out
     assert "seed 1: killed by signal 9" in out and "seed 1: resumed alone" in out and out.count("done") == 3
+    # one thread each; native memory as the user's environment has it (--bound-memory: bounded, next)
+    assert {e["OMP_NUM_THREADS"] for e in environments} == {"1"}
+    assert [e.get("MALLOC_MMAP_THRESHOLD_") for e in environments] == [os.environ.get("MALLOC_MMAP_THRESHOLD_")] * 4
+    outcomes.update({0: [0], 1: [0], 2: [0]})
+    environments.clear()
+    _seeds_in_processes(None, [], tmp_path, None, [0, 1, 2], 2, methods, bound_memory=True)
+    assert [e.get("MALLOC_MMAP_THRESHOLD_") for e in environments] == [os.environ.get("MALLOC_MMAP_THRESHOLD_",
+                                                                                       "131072")] * 3
+    capsys.readouterr()
 
     outcomes.update({0: [3], 1: [-9, -9], 2: [0]})
     started.clear()

@@ -289,6 +289,11 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
                                        help="Play the seeds in this many processes at once, one thread each (a "
                                             "tiny model on a 2-core CPU: ~1.45x the throughput of one 2-thread "
                                             "process); the table is written when all are done."),
+              bound_memory: bool = typer.Option(False, "--bound-memory",
+                                                help="With --jobs: seed processes that keep their resident memory "
+                                                     "from climbing under bf16 autocast (ALFWorld's reached 11-13 "
+                                                     "GB each), at a cost in speed: 0.89x at 300-1,000-token "
+                                                     "batches, 0.52x at 60-200 (frugalft.native_memory)."),
               ) -> None:
     """Every method x seed end to end: results.csv, table.md (95% CIs) and curves.png in the run directory."""
     import time
@@ -300,7 +305,7 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
     started = time.time()
     if jobs > 1 and len(cfg.seeds) > 1:
         _seeds_in_processes(config, overrides or [], run, report, cfg.all_seeds(), jobs,
-                            {s: cfg.methods_of(s) for s in cfg.all_seeds()})
+                            {s: cfg.methods_of(s) for s in cfg.all_seeds()}, bound_memory)
     try:
         with _tracking(cfg, run, report):
             paths = run_table(cfg, run, log=typer.echo, started=started, make_backend=ray_rollout.make_backend)
@@ -312,7 +317,8 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
 
 
 def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, report: str | None,
-                        seeds: list[int], jobs: int, methods: dict[int, list[str]]) -> None:
+                        seeds: list[int], jobs: int, methods: dict[int, list[str]],
+                        bound_memory: bool = False) -> None:
     """``rl table`` for one seed per child process (``OMP_NUM_THREADS=1``), ``jobs`` at a time; each child logs
     to ``<run>/seed-<S>/table.log``. Every cell a child finishes is on disk, so the parent's table only reads."""
     import os
@@ -320,7 +326,10 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
     import sys
     import time
 
+    from frugalft.native_memory import bounded_environment
+
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = bounded_environment(env) if bound_memory else env
     failed: list[str] = []
 
     def play(queue: list[int], width: int, last_try: bool) -> list[int]:
