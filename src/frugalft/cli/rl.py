@@ -333,7 +333,7 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
     failed: list[str] = []
 
     def play(queue: list[int], width: int, last_try: bool) -> list[int]:
-        """Run ``queue``'s seeds ``width`` at a time; return those a signal killed (unless ``last_try``)."""
+        """Run ``queue``'s seeds ``width`` at a time; return those SIGKILL ended (unless ``last_try``)."""
         running: list[tuple[int, Path, subprocess.Popen]] = []
         killed: list[int] = []
         while queue or running:
@@ -358,10 +358,10 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
                 code = proc.returncode
                 if code == 0:
                     typer.echo(f"seed {seed}: done")
-                elif code < 0 and not last_try:
+                elif code == -9 and not last_try:  # SIGKILL; a SIGTERM or Ctrl-C is someone's wish to stop
                     killed.append(seed)
-                    typer.echo(f"seed {seed}: killed by signal {-code} (9 is SIGKILL, most often the out-of-memory "
-                               "killer); it resumes alone after the others")
+                    typer.echo(f"seed {seed}: killed by signal 9 (SIGKILL, most often the out-of-memory killer); "
+                               "it resumes alone after the others")
                 else:
                     typer.echo(f"seed {seed}: FAILED ({f'killed by signal {-code}' if code < 0 else f'exit {code}'})")
                     failed.append(f"seed {seed} (see {log})")
@@ -369,7 +369,7 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
                 time.sleep(2)  # children run for minutes: polling is cheap
         return killed
 
-    # A seed process that a signal killed (the out-of-memory killer, most often: on ALFWorld a seed's process
+    # A seed process that SIGKILL ended (the out-of-memory killer, most often: on ALFWorld a seed's process
     # grows to 11-13 GB, two of them near 24 GB) resumes once, alone: its finished cells are on disk.
     killed = play(list(seeds), jobs, last_try=False)
     play(killed, 1, last_try=True)
