@@ -1,4 +1,5 @@
-"""``frugalft.native_memory``: the environment ``rl table --jobs N`` gives its seed processes."""
+"""``frugalft.native_memory``: the environment ``rl table --jobs N --bound-memory`` gives its seed
+processes."""
 
 from __future__ import annotations
 

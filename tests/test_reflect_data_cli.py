@@ -139,6 +139,8 @@ def test_rl_cli_errors_are_one_line(tiny_config, tmp_path):
     assert out.exit_code == 2 and "unknown config key data.bogus" in out.output
     out = run("table", "--config", str(tiny_config), "--set", "methods=[sft, magic]")
     assert out.exit_code == 2 and "unknown methods ['magic']" in out.output
+    out = run("table", "--config", str(tiny_config), "--run-dir", str(tmp_path / "t"), "--bound-memory")
+    assert out.exit_code == 2 and "--bound-memory bounds the seed processes of --jobs N" in out.output
     assert out.exception is None or isinstance(out.exception, SystemExit)
 
 

@@ -303,7 +303,11 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
 
     cfg, run, _ = _setup(config, overrides, run_dir, None)
     started = time.time()
-    if jobs > 1 and len(cfg.seeds) > 1:
+    in_processes = jobs > 1 and len(cfg.seeds) > 1
+    if bound_memory and not in_processes:
+        fail("--bound-memory bounds the seed processes of --jobs N (N > 1, two or more seeds): its settings are "
+             "read when a process starts; for this one, set frugalft.native_memory.BOUNDS in its environment")
+    if in_processes:
         _seeds_in_processes(config, overrides or [], run, report, cfg.all_seeds(), jobs,
                             {s: cfg.methods_of(s) for s in cfg.all_seeds()}, bound_memory)
     try:
