@@ -1,6 +1,6 @@
 """What a warmed-up policy gets right on its warm-up's held-out rows, by the verb of the expert's command, read
 with the reflection model's own reflection (what ``policy_data.jsonl`` holds), with the teacher's put in its place,
-and with none.
+and with none; and what it picks instead, by that verb (with the model's reflection).
 
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0
     python scripts/policy_action_diagnostic.py --seed-dir runs/rl-table/alfworld/seed-0 --variant noreflect
@@ -59,8 +59,12 @@ def load_policy(model_dir: Path, config: WarmupConfig) -> tuple[Policy, object]:
                   **head_token_ids(tok, config.policy_head)), tok
 
 
-def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict]) -> dict[str, tuple[float, int]]:
-    """{verb, row kind or "all": (share of rows where the most likely listed action is the target, rows)}."""
+def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict],
+                     picks: dict[str, Counter] | None = None) -> dict[str, tuple[float, int]]:
+    """{verb, row kind or "all": (share of rows where the most likely listed action is the target, rows)}.
+
+    ``picks``, when given, is filled with what the policy chose, by the expert's verb: "right", or the verb of
+    the action it picked instead ("another <verb>" where it is the expert's verb with another object)."""
     examples = encode_policy_set(tok, rows, alphabet_of(config), sft_max_length(config, policy.lm), config.seed)
     hits, total = Counter(), Counter()
     with torch.no_grad():
@@ -69,9 +73,14 @@ def accuracy_by_verb(policy: Policy, tok, config: WarmupConfig, rows: list[dict]
             scores = score_steps(policy, [e.prompt for e in batch], [e.labels for e in batch],
                                  [e.target for e in batch])
             for e, best, row in zip(batch, scores.listed.argmax(-1).tolist(), rows[k: k + 16], strict=True):
-                for key in (row["target"].split(" ")[0], row["kind"], "all"):
+                verb = row["target"].split(" ")[0]
+                for key in (verb, row["kind"], "all"):
                     total[key] += 1
                     hits[key] += int(best == e.target)
+                if picks is not None:
+                    picked = row["actions"][best].split(" ")[0]
+                    choice = "right" if best == e.target else ("another " if picked == verb else "") + picked
+                    picks.setdefault(verb, Counter())[choice] += 1
     return {key: (hits[key] / total[key], total[key]) for key in sorted(total)}
 
 
@@ -121,9 +130,13 @@ def main() -> None:
                     "teacher's": [{**rows[i], "reflection": rows[i]["teacher_reflection"]} for i in idx], **variants}
     print(f"policy {model_dir}, {len(idx)} held-out rows; accuracy % (rows) by the expert's verb and row kind")
     policy, tok = load_policy(model_dir, config)
+    picks: dict[str, Counter] = {}
     for name, variant in variants.items():
-        acc = accuracy_by_verb(policy, tok, config, variant)
+        acc = accuracy_by_verb(policy, tok, config, variant, picks if name == next(iter(variants)) else None)
         print(f"reflection {name:10s} " + "  ".join(f"{k} {100 * a:.0f} ({n})" for k, (a, n) in acc.items()))
+    print(f"what it picks (rows), with the {next(iter(variants))} reflection, by the expert's verb:")
+    for verb, counter in sorted(picks.items()):
+        print(f"  {verb:10s} " + ", ".join(f"{choice} {n}" for choice, n in counter.most_common()))
 
 
 if __name__ == "__main__":
