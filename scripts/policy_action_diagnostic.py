@@ -131,10 +131,11 @@ def main() -> None:
     print(f"policy {model_dir}, {len(idx)} held-out rows; accuracy % (rows) by the expert's verb and row kind")
     policy, tok = load_policy(model_dir, config)
     picks: dict[str, Counter] = {}
+    first = next(iter(variants))  # the model's reflection where there is one, else none
     for name, variant in variants.items():
-        acc = accuracy_by_verb(policy, tok, config, variant, picks if name == next(iter(variants)) else None)
+        acc = accuracy_by_verb(policy, tok, config, variant, picks if name == first else None)
         print(f"reflection {name:10s} " + "  ".join(f"{k} {100 * a:.0f} ({n})" for k, (a, n) in acc.items()))
-    print(f"what it picks (rows), with the {next(iter(variants))} reflection, by the expert's verb:")
+    print(f"what it picks (rows), with the {first} reflection, by the expert's verb:")
     for verb, counter in sorted(picks.items()):
         print(f"  {verb:10s} " + ", ".join(f"{choice} {n}" for choice, n in counter.most_common()))
 
