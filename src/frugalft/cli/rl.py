@@ -326,6 +326,7 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
     """``rl table`` for one seed per child process (``OMP_NUM_THREADS=1``), ``jobs`` at a time; each child logs
     to ``<run>/seed-<S>/table.log``. Every cell a child finishes is on disk, so the parent's table only reads."""
     import os
+    import signal
     import subprocess
     import sys
     import time
@@ -362,7 +363,7 @@ def _seeds_in_processes(config: Path | None, overrides: list[str], run: Path, re
                 code = proc.returncode
                 if code == 0:
                     typer.echo(f"seed {seed}: done")
-                elif code == -9 and not last_try:  # SIGKILL; a SIGTERM or Ctrl-C is someone's wish to stop
+                elif code == -signal.SIGKILL and not last_try:  # a SIGTERM or Ctrl-C is someone's wish to stop
                     killed.append(seed)
                     typer.echo(f"seed {seed}: killed by signal 9 (SIGKILL, most often the out-of-memory killer); "
                                "it resumes alone after the others")
