@@ -8,7 +8,12 @@ import itertools
 import numpy as np
 import pytest
 
-from frugalft.eval.intervals import bootstrap_means, hierarchical_bootstrap, paired_differences
+from frugalft.eval.intervals import (
+    bootstrap_means,
+    hierarchical_bootstrap,
+    paired_differences,
+    unpaired_difference,
+)
 
 
 def _disjoint(env) -> dict[str, set[str]]:
@@ -93,6 +98,16 @@ def test_hierarchical_bootstrap_matches_exact_enumeration():
     # Pooling the four episodes (a plain bootstrap) would put (3/4)^4 = 0.316 on 1.0, not 25/64 = 0.391.
     mean, lo, hi = hierarchical_bootstrap([[0, 1], [1, 1]], resamples=40_000)
     assert (mean, lo, hi) == (0.75, 0.25, 1.0)
+
+
+def test_unpaired_difference_matches_exact_enumeration():
+    """A as above (means 0 / .25 / .5 / .75 / 1 with probability 1, 4, 14, 20, 25 in 64) minus B, one seed with
+    episodes [0, 1] (means 0 / .5 / 1 with 1/4, 1/2, 1/4), drawn independently. Exactly, the difference is -1
+    with 1/256 and -0.75 with 1/64 (together under 2.5%), -0.5 with 1/16; +1 with 25/256: so [-0.5, +1.0]."""
+    assert unpaired_difference([[0, 1], [1, 1]], [[0, 1]], resamples=40_000, seed=1) == (0.25, -0.5, 1.0)
+    # against a constant, the difference is the other side's own hierarchical bootstrap, draw for draw
+    assert unpaired_difference([[0, 1], [1, 1]], [[0, 0]], resamples=40_000) == \
+        hierarchical_bootstrap([[0, 1], [1, 1]], resamples=40_000)
 
 
 def test_seeds_that_disagree_give_a_wide_interval():

@@ -68,6 +68,17 @@ def bootstrap_means(per_seed: Sequence[Sequence[float]], resamples: int = 4000, 
     return totals / n_seeds
 
 
+def unpaired_difference(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], level: float = 0.95,
+                        resamples: int = 4000, seed: int = 0) -> tuple[float, float, float]:
+    """``(mean, lo, hi)`` of ``a - b`` (each the mean over its seeds of each seed's mean) when the episodes cannot
+    be paired (two runs whose per-episode files are not both kept): each side's own hierarchical bootstrap,
+    drawn independently, and the quantiles of the difference of the draws. Wider than a paired interval."""
+    boot = bootstrap_means(a, resamples, seed) - bootstrap_means(b, resamples, seed + 1)
+    mean = float(np.mean([np.mean(g) for g in a]) - np.mean([np.mean(g) for g in b]))
+    lo, hi = np.quantile(boot, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return mean, float(lo), float(hi)
+
+
 def paired_differences(a: dict[int, Sequence[float]], b: dict[int, Sequence[float]],
                        tasks_a: dict[int, Sequence[str]] | None = None,
                        tasks_b: dict[int, Sequence[str]] | None = None) -> dict[int, np.ndarray]:
