@@ -256,3 +256,23 @@ def test_the_table_pairs_reflect_rl_and_sft_only_with_their_controls():
     assert lines == ["| Reflect-RL | SFT only | 2 | +50.0 [+0.0, +100.0] | +0 / +100 |",
                      "| SFT only | SFT only, no reflection, policy from the reflection model | 2 | +50.0 [+0.0, +100.0] "
                      "| +100 / +0 |"]
+
+
+def test_unpaired_against_counts_script(tmp_path, capsys, monkeypatch):
+    """The script behind docs/results.md's unpaired row: a row known only by its per-seed counts minus a run
+    directory's method, read from the method's per-episode evaluation files."""
+    import json
+    import runpy
+    import sys
+    from pathlib import Path
+
+    for seed, wins in ((0, [1, 0, 0, 0]), (1, [1, 1, 0, 0])):
+        d = tmp_path / f"seed-{seed}" / "eval" / "test"
+        d.mkdir(parents=True)
+        (d / "m.json").write_text(json.dumps({"outcomes": {"success": wins}}))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "unpaired_against_counts.py"
+    monkeypatch.setattr(sys, "argv", ["x", str(tmp_path), "m", "--counts", "4,4", "--episodes", "4"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    # 100% minus 25% and 50%: +62.5 on average, by seed +75 / +50
+    assert "+62.5 points" in out and "by seed +75 / +50" in out
