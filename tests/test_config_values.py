@@ -158,7 +158,7 @@ def test_packaged_configs_load(name, cls):
 
 def test_the_full_mode_table_config_makes_the_documented_cells():
     # docs/results.md's full-mode table was run from scratch at 4145f2a, its random-init no-reflection rows again
-    # at 0ad72cb with that policy's warm-up at patience 20 (variant_warmup); their evaluation files record these
+    # at 0c5d7af with that policy's warm-up at patience 20 (variant_warmup); their evaluation files record these
     # fingerprints. A change that alters them leaves that table made by a config no longer shipped.
     from frugalft.reflect.table import cell_config, digest
 
