@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 TINY = """\
 command: frugalft rl table --config tiny.yaml
@@ -163,6 +164,9 @@ def test_table_with_one_process_per_seed(tiny_config, tmp_path):
     assert set(sft["stage_seconds"]) == {"warmup", "rl", "eval"} and sft["stage_seconds"]["warmup"] > 0
     assert sum(sft["stage_seconds"].values()) == pytest.approx(sft["seconds"], abs=0.2)
     assert sft["started"] + sft["seconds"] == pytest.approx(sft["finished"], abs=0.2)
+    # and the machine that computed it: a seed process of --jobs runs at one thread
+    assert sft["machine"]["threads"] == 1 and sft["machine"]["torch"] == torch.__version__
+    assert "machine" not in rows[0]  # a record in the json, not a results.csv column
     out = frugalft("rl", "times", str(run))
     assert out.returncode == 0, out.stderr
     assert "2 seed(s)" in out.stdout and out.stdout.count("\n| 0 | ") == 1 and "| 1 | " in out.stdout

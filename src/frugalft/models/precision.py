@@ -24,6 +24,26 @@ def uses_autocast(choice: Autocast, device: torch.device) -> bool:
                                 and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+def numerics_record() -> dict[str, object]:
+    """What, besides the config and the commit, decides a run's numbers on this machine: the CPU, whether it computes
+    bf16 natively (``autocast: auto`` trains in bf16 there), torch's thread count and the library versions. The
+    same config on another machine or thread count can be another computation (docs/results.md, a rerun of one
+    cell)."""
+    import platform
+
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"cpu": cpu, "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+            "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def bf16_autocast(choice: Autocast, device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` to bf16 where ``uses_autocast``, else a no-op context."""
     return torch.autocast(device.type, dtype=torch.bfloat16) if uses_autocast(choice, device) else contextlib.nullcontext()

@@ -437,6 +437,7 @@ def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int
                    stages: dict[str, float] | None = None) -> dict:
     """Evaluate, write the cell's row (with its timing: ``started``, ``finished`` and ``stage_seconds``, the
     warm-up and RL time in ``stages`` plus this evaluation's) and return it."""
+    from frugalft.models.precision import numerics_record
     from frugalft.reflect.evaluate import evaluate
 
     ev = config.eval
@@ -455,6 +456,7 @@ def _evaluate_cell(config: ExperimentConfig, agent: Any, rl: RLConfig, seed: int
     row = {"env": config.env, "method": method, "seed": seed, "split": split, "task_set": task_set or "",
            **_flatten(flat), "seconds": round(finished - t0, 1), "started": round(t0, 1),
            "finished": round(finished, 1), "stage_seconds": stage_seconds, "fingerprint": digest(cell),
+           "machine": numerics_record(),  # not in the fingerprint: a record of where the cell was computed
            "outcomes": outcomes, "config": cell}
     write_json(out, row)
     where = split if task_set is None else f"{split}, task set {task_set}"
@@ -603,7 +605,7 @@ def run_table(config: ExperimentConfig, run_dir: str | Path, log=print, started:
 
 def write_outputs(config: ExperimentConfig, run_dir: Path, rows: list[dict], seconds: float, log=print,
                   quality: list[dict] | None = None) -> dict:
-    flat = [{k: v for k, v in r.items() if k not in ("outcomes", "config", "stage_seconds")}  # stay in the jsons
+    flat = [{k: v for k, v in r.items() if k not in ("outcomes", "config", "stage_seconds", "machine")}  # stay in the jsons
             for r in rows]
     keys = sorted({k for r in flat for k in r}, key=lambda k: (k not in ("env", "method", "seed"), k))
     with atomic_path(run_dir / "results.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
