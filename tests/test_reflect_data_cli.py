@@ -167,6 +167,13 @@ def test_table_with_one_process_per_seed(tiny_config, tmp_path):
     # and the machine that computed it: a seed process of --jobs runs at one thread
     assert sft["machine"]["threads"] == 1 and sft["machine"]["torch"] == torch.__version__
     assert "machine" not in rows[0]  # a record in the json, not a results.csv column
+    # one seed with --jobs: still a seed process at one thread, so that a cell rerun alone is the table's cell
+    one = tmp_path / "one"
+    out = frugalft("rl", "table", "--config", str(tiny_config), "--run-dir", str(one), "--jobs", "2",
+                   "--set", "seeds=[1]", "--set", "methods=[oracle]")
+    assert out.returncode == 0, out.stderr
+    assert "seed 1: done" in out.stdout
+    assert json.loads((one / "seed-1" / "eval" / "test" / "oracle.json").read_text())["machine"]["threads"] == 1
     out = frugalft("rl", "times", str(run))
     assert out.returncode == 0, out.stderr
     assert "2 seed(s)" in out.stdout and out.stdout.count("\n| 0 | ") == 1 and "| 1 | " in out.stdout

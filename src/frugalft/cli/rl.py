@@ -303,9 +303,10 @@ def table_cmd(config: Path = ConfigOption, overrides: list[str] = SetOption, run
 
     cfg, run, _ = _setup(config, overrides, run_dir, None)
     started = time.time()
-    in_processes = jobs > 1 and len(cfg.seeds) > 1
+    # With one seed too: a seed process runs at one thread, and a cell rerun alone should be the table's cell.
+    in_processes = jobs > 1
     if bound_memory and not in_processes:
-        fail("--bound-memory bounds the seed processes of --jobs N (N > 1, two or more seeds): its settings are "
+        fail("--bound-memory bounds the seed processes of --jobs N (N > 1): its settings are "
              "read when a process starts; for this one, set frugalft.native_memory.BOUNDS in its environment")
     if in_processes:
         _seeds_in_processes(config, overrides or [], run, report, cfg.all_seeds(), jobs,
