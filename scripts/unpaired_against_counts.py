@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from frugalft.eval.intervals import unpaired_difference
+from frugalft.reflect.table import eval_path
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
         raise SystemExit(f"--seeds names {len(seeds)} seeds, --counts {len(counts)}")
     ours = []
     for s in seeds:
-        path = args.run_dir / f"seed-{s}" / "eval" / args.split / f"{args.method}.json"
+        path = eval_path(args.run_dir, s, args.method, args.split)
         if not path.exists():
             raise SystemExit(f"{path}: no evaluation of {args.method} on seed {s}")
         ours.append([float(v) for v in json.loads(path.read_text())["outcomes"]["success"]])

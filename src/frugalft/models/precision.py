@@ -39,7 +39,7 @@ def numerics_record() -> dict[str, object]:
             cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
     except OSError:
         pass
-    return {"cpu": cpu, "native_bf16": bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+    return {"cpu": cpu, "native_bf16": uses_autocast("auto", torch.device("cpu")),
             "threads": torch.get_num_threads(), "torch": torch.__version__, "transformers": transformers.__version__,
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
