@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from frugalft.reflect.timing import read_times, seed_times, times_report
+from frugalft.reflect.timing import busy_minutes, read_times, seed_times, times_report
 
 
 def _cell(run, seed, method, started, finished, stages, folder="test", task_set=""):
@@ -34,6 +34,7 @@ def test_stage_minutes_and_processes_beside_each_seed(tmp_path):
     report = times_report(tmp_path)
     assert "3 seed(s), 15.0 min from the first start to the last finish (1 file(s) without" in report
     assert "splits" not in report  # one split (test and its paper task set)
+    assert "; 15.0 min with a cell in progress" in report  # no gap: the span
     assert "| 0 | 5.0 | 2.0 | 3.0 | 0.0 | 0.0 | 10.0 | 2.50 |" in report
     assert "| 2 | 8.0 | 0.0 | 1.0 | 0.0 | 1.0 | 10.0 | 2.00 |" in report  # 1 minute not in any stage
     assert "| all (process-minutes) | 22.0 | 2.0 | 5.0 | 0.0 | 1.0 | 30.0 | |" in report
@@ -43,6 +44,18 @@ def test_stage_minutes_and_processes_beside_each_seed(tmp_path):
     (tmp_path / "seed-0.bak" / "eval" / "test" / "sft.json").write_text("{}")
     assert "splits test, valid together (one run's: --split)" in times_report(tmp_path)
     assert times_report(tmp_path, split="test") == report
+
+
+def test_a_run_made_in_two_sittings_counts_their_sum_not_the_gap(tmp_path):
+    # sitting 1: seeds 0-1 over 0-600 s; sitting 2, after a 1400 s gap: seed 0 again (2000-2300 s), seed 1 beside it
+    _cell(tmp_path, 0, "sft_noreflect", 0, 600, {"warmup": 600})
+    _cell(tmp_path, 1, "sft_noreflect", 60, 540, {"warmup": 480})
+    _cell(tmp_path, 0, "sft", 2000, 2300, {"warmup": 300})
+    _cell(tmp_path, 1, "sft", 2100, 2400, {"warmup": 300})
+    (pieces, _), seconds = read_times(tmp_path), 600 + 400
+    assert busy_minutes(pieces) == pytest.approx(seconds / 60)
+    assert busy_minutes(pieces[::-1]) == pytest.approx(seconds / 60)  # the order files are read in does not matter
+    assert "40.0 min from the first start to the last finish; 16.7 min with a cell in progress" in times_report(tmp_path)
 
 
 def test_a_run_without_times_is_an_error_naming_it(tmp_path):

@@ -273,7 +273,8 @@ def times_cmd(run_dir: Path = typer.Argument(..., help="A run directory `rl tabl
               split: str | None = typer.Option(None, "--split", help="Only this split's evaluations (default: all)."),
               ) -> None:
     """Where a table's time went: per seed, minutes of warm-ups, RL, evaluations and reflection quality, the
-    seed's span, and how many seed processes shared the machine meanwhile (from the evaluation files)."""
+    seed's span, how many seed processes shared the machine meanwhile, and the run's minutes with a cell in
+    progress (a table made in several sittings: their sum, not the gaps) (from the evaluation files)."""
     from frugalft.reflect.timing import times_report
 
     try:

@@ -6,10 +6,12 @@ process started and finished the cell (``started``, ``finished``, seconds since 
 on it (``stage_seconds``): the warm-ups the cell was first to need (the data included), its RL, and the
 evaluation; the reflection-quality files record theirs the same way. From those this module gives, per seed,
 the minutes by stage and how many seed processes ran beside it on average (on 2 cores, 3 processes each get
-2/3 of one), and for the run the span from the first start to the last finish.
+2/3 of one), and for the run the span from the first start to the last finish, and the minutes in which some
+cell was in progress (the union of the cells' times).
 
 Files written before these fields existed, or by a run whose cells were reused from an earlier run (a copied
-or resumed run directory), count with the times they recorded: the span then covers both runs.
+or resumed run directory), count with the times they recorded: the span then covers both runs and the gap
+between them; the minutes in progress leave the gap out (a table made in two sittings costs their sum).
 """
 
 from __future__ import annotations
@@ -90,6 +92,16 @@ def seed_times(pieces: list[Timed]) -> list[SeedTime]:
     return out
 
 
+def busy_minutes(pieces: list[Timed]) -> float:
+    """Minutes in which at least one piece was in progress: the union of their [started, finished] intervals."""
+    total, end = 0.0, float("-inf")
+    for p in sorted(pieces, key=lambda p: p.started):
+        if p.finished > end:
+            total += p.finished - max(p.started, end)
+            end = p.finished
+    return total / 60
+
+
 def times_report(run_dir: str | Path, split: str | None = None) -> str:
     """Markdown: the run's span, then one row per seed (minutes by stage, span, processes beside it)."""
     pieces, untimed = read_times(run_dir, split)
@@ -101,7 +113,8 @@ def times_report(run_dir: str | Path, split: str | None = None) -> str:
     splits = _splits(run_dir) if split is None else [split]
     mixed = (f"; splits {', '.join(splits)} together (one run's: --split)" if len(splits) > 1 else "")
     lines = [f"{run_dir}: {len(seeds)} seed(s), {(last - first) / 60:.1f} min from the first start to the last "
-             "finish" + (f" ({untimed} file(s) without times not counted)" if untimed else "") + mixed, "",
+             "finish" + (f" ({untimed} file(s) without times not counted)" if untimed else "") + mixed
+             + f"; {busy_minutes(pieces):.1f} min with a cell in progress (gaps between sittings left out)", "",
              "| seed | warm-ups (data included) | RL | evaluations | reflection quality | other | seed's span | "
              "seed processes running (mean) |", "|---|---|---|---|---|---|---|---|"]
     total = dict.fromkeys(STAGES, 0.0)
