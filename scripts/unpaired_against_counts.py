@@ -5,8 +5,8 @@ this only where the two rows come from runs whose per-episode files are not both
 
     python scripts/unpaired_against_counts.py runs/full-p20 sft_rl_noreflect --counts 96,95,96,94,95 --episodes 100
 
-docs/results.md's full-mode table: Reflect-RL's counts (the packaged run, 4145f2a) against the rows rerun at
-patience 20.
+docs/history.md's 2026-12-06 full-mode table: Reflect-RL's counts (the packaged run, 4145f2a) against the rows
+rerun at patience 20 on another machine.
 """
 
 from __future__ import annotations

@@ -157,9 +157,9 @@ def test_packaged_configs_load(name, cls):
 
 
 def test_the_full_mode_table_config_makes_the_documented_cells():
-    # docs/results.md's full-mode table was run from scratch at 4145f2a, its random-init no-reflection rows again
-    # at 0c5d7af with that policy's warm-up at patience 20 (variant_warmup); their evaluation files record these
-    # fingerprints. A change that alters them leaves that table made by a config no longer shipped.
+    # docs/results.md's full-mode table (2026-12-07, one machine: its random-init no-reflection rows at 0c5d7af,
+    # the rest at eeaa6e0, into one run directory) has these fingerprints in its evaluation files; so did the
+    # 2026-12-06 run (4145f2a) for every cell but (4, sft_rl_noreflect), before variant_warmup's patience 20. A change that alters them leaves that table made by a config no longer shipped.
     from frugalft.reflect.table import cell_config, digest
 
     head = load_config(ExperimentConfig, str(resources.files("frugalft") / "configs" / "rl" / "taxi_full_cpu.yaml"))
