@@ -157,17 +157,28 @@ def test_packaged_configs_load(name, cls):
 
 
 def test_the_full_mode_table_config_makes_the_documented_cells():
-    # docs/results.md's full-mode table (2026-12-07, one machine: its random-init no-reflection rows at 0c5d7af,
-    # the rest at eeaa6e0, into one run directory) has these fingerprints in its evaluation files; so did the
-    # 2026-12-06 run (4145f2a) for every cell but (4, sft_rl_noreflect), before variant_warmup's patience 20. A change that alters them leaves that table made by a config no longer shipped.
+    # docs/results.md's full-mode table (2026-12-07, one machine: the random-init no-reflection rows at 0c5d7af,
+    # the rest at eeaa6e0, into one run directory, when one config held every row) has these fingerprints in
+    # its evaluation files; so did the 2026-12-06 run (4145f2a) for every cell but (4, sft_rl_noreflect), before
+    # variant_warmup's patience 20. The rows are now two configs (taxi_full_noreflect_cpu.yaml split off for
+    # time) that must make the same cells. A change that alters them leaves that table made by a config no
+    # longer shipped.
+    from frugalft.config import to_dict
     from frugalft.reflect.table import cell_config, digest
 
-    head = load_config(ExperimentConfig, str(resources.files("frugalft") / "configs" / "rl" / "taxi_full_cpu.yaml"))
+    root = resources.files("frugalft") / "configs" / "rl"
+    head = load_config(ExperimentConfig, str(root / "taxi_full_cpu.yaml"))
+    noreflect = load_config(ExperimentConfig, str(root / "taxi_full_noreflect_cpu.yaml"))
+    assert not set(noreflect.methods) & set(head.methods) and noreflect.seeds == head.seeds
+    h, n = to_dict(head), to_dict(noreflect)
+    h.pop("methods"), n.pop("methods")
+    assert n == h
     documented = {(0, "reflect_rl"): "374670de53c3d9f9", (0, "sft_rl_noreflect_rinit"): "ebd0790b09b11185",
                   (2, "sft"): "db57c05da6090fe6", (4, "sft_rl_noreflect"): "7288c78f17b5a253",
                   (4, "sft_noreflect_rinit"): "43cb516670eaece6"}
     for (seed, method), expected in documented.items():
-        assert digest(cell_config(head, seed, method)) == expected
+        cfg = noreflect if method in noreflect.methods else head
+        assert method in cfg.methods and digest(cell_config(cfg, seed, method)) == expected
 
 
 def test_the_reflection_table_is_the_headline_config_on_other_seeds():

@@ -239,6 +239,13 @@ def test_two_run_directories_compare_paired_on_the_same_tasks(tmp_path):
         compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl")
     with pytest.raises(ValueError, match="no seed of .* has a test evaluation of reflect_rl in both"):
         compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl", split="test")
+    # another method of B (rows of two tables split for time): A's reflect_rl minus B's sft on the same tasks
+    sft = tmp_path / "b" / "seed-0" / "eval" / "valid" / "sft.json"
+    sft.write_text(json.dumps({"seed": 0, "outcomes": {"success": [0, 0, 1, 0], "task_id": tasks}}))
+    c = compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl", method_b="sft")
+    assert c.seeds == [0] and (c.success_a, c.success_b, c.by_seed) == (0.5, 0.25, {0: 0.25})
+    with pytest.raises(ValueError, match=r"evaluation of reflect_rl \(A\) and sft \(B\) in both"):
+        compare_runs(tmp_path / "a", tmp_path / "b", "reflect_rl", split="test", method_b="sft")
 
 
 def test_the_table_pairs_reflect_rl_and_sft_only_with_their_controls():

@@ -107,6 +107,11 @@ def test_rl_stages_then_table_reuse_each_other(tiny_config, tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| Reflect-RL | 1 |" in out.stdout and "| +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
     assert "| oracle | 1 | 100.0 | 100.0 | +0.0 [+0.0, +0.0] | +0.0 |" in out.stdout
+    # --against: a row minus another row (of a second table split for time); here the oracle minus SFT only
+    out = frugalft("rl", "compare", str(run), str(run), "--method", "oracle", "--against", "sft", "--split", "test")
+    assert out.returncode == 0, out.stderr
+    sft_rate = json.loads((run / "seed-0" / "eval" / "test" / "sft.json").read_text())["success"]
+    assert f"| oracle (A) minus SFT only (B) | 1 | 100.0 | {100 * sft_rate:.1f} | {100 * (1 - sft_rate):+.1f}" in out.stdout
     # A copied run directory resumes its RL runs (their warm-up paths moved with it) and gives the same cell.
     import shutil
 

@@ -249,21 +249,31 @@ def compare_cmd(run_a: Path = typer.Argument(..., help="Run directory of setting
                 methods: list[str] = typer.Option(["reflect_rl"], "--method",
                                                   help="Method(s) to compare (repeat the option)."),
                 split: str = typer.Option("valid", "--split", help="The evaluation split both runs were read on."),
+                task_set: str | None = typer.Option(None, "--task-set",
+                                                    help="An extra task set both runs played (`eval.extra`, "
+                                                         "e.g. paper), instead of the split's own tasks."),
+                against: str | None = typer.Option(None, "--against",
+                                                   help="Another method of B to subtract (default: the same "
+                                                        "method): rows of two tables split for time."),
                 ) -> None:
     """A minus B, method by method, paired episode by episode over the seeds both ran, with a 95% hierarchical
-    bootstrap interval: how a setting is chosen on valid between two run directories."""
+    bootstrap interval: how a setting is chosen on valid between two run directories (or, with --against, how
+    a row of one table compares with a row of another on the same seeds and tasks)."""
     from frugalft.reflect.table import TITLES, compare_runs
 
-    lines = [f"A = {run_a}, B = {run_b}, {split} split", "",
+    where = f"{split} split" + (f", task set {task_set}" if task_set else "")
+    lines = [f"A = {run_a}, B = {run_b}, {where}", "",
              "| method | seeds | A % | B % | A minus B, points [95% CI] | by seed |", "|---|---|---|---|---|---|"]
+    other = _method(against) if against else None
     for method in methods:
         method = _method(method)
         try:
-            c = compare_runs(run_a, run_b, method, split)
+            c = compare_runs(run_a, run_b, method, split, task_set, method_b=other)
         except ValueError as e:
             fail(str(e))
         by_seed = " / ".join(f"{100 * d:+.1f}" for d in c.by_seed.values())
-        lines.append(f"| {TITLES[method]} | {len(c.seeds)} | {100 * c.success_a:.1f} | {100 * c.success_b:.1f} | "
+        title = TITLES[method] if other in (None, method) else f"{TITLES[method]} (A) minus {TITLES[other]} (B)"
+        lines.append(f"| {title} | {len(c.seeds)} | {100 * c.success_a:.1f} | {100 * c.success_b:.1f} | "
                      f"{100 * c.difference:+.1f} [{100 * c.ci_lo:+.1f}, {100 * c.ci_hi:+.1f}] | {by_seed} |")
     typer.echo("\n".join(lines))
 

@@ -730,20 +730,22 @@ class RunComparison:
 
 
 def compare_runs(run_a: str | Path, run_b: str | Path, method: str, split: str = "valid",
-                 task_set: str | None = None) -> RunComparison:
+                 task_set: str | None = None, method_b: str | None = None) -> RunComparison:
     """``method`` of ``run_a`` minus the same method of ``run_b`` on ``split``: how a probe compares two settings.
-    Only seeds with an evaluation file in both directories count; the two must have played the same tasks in
-    the same order (else ``ValueError``)."""
+    With ``method_b``, that method of ``run_b`` instead: rows of two tables split for time (their seeds' tasks
+    are the same). Only seeds with an evaluation file in both directories count; the two must have played the
+    same tasks in the same order (else ``ValueError``)."""
     per_run = []
-    for run in (run_a, run_b):
+    for run, m in ((run_a, method), (run_b, method_b or method)):
         seeds = sorted(int(d.name.removeprefix("seed-")) for d in Path(run).glob("seed-*") if d.is_dir())
-        files = [eval_path(run, s, method, split, task_set) for s in seeds]
+        files = [eval_path(run, s, m, split, task_set) for s in seeds]
         rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.exists()]
         per_run.append(_per_seed(rows, "success"))
     (a, tasks_a), (b, tasks_b) = per_run
     diffs = paired_differences(a, b, tasks_a, tasks_b)
     if not diffs:
-        raise ValueError(f"no seed of {run_a} and {run_b} has a {split} evaluation of {method} in both")
+        what = method if method_b in (None, method) else f"{method} (A) and {method_b} (B)"
+        raise ValueError(f"no seed of {run_a} and {run_b} has a {split} evaluation of {what} in both")
     m, lo, hi = hierarchical_bootstrap(list(diffs.values()))
     return RunComparison(method, sorted(diffs), sum(sum(a[s]) / len(a[s]) for s in diffs) / len(diffs),
                          sum(sum(b[s]) / len(b[s]) for s in diffs) / len(diffs), m, lo, hi,
