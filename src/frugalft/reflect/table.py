@@ -736,9 +736,9 @@ def compare_runs(run_a: str | Path, run_b: str | Path, method: str, split: str =
     are the same). Only seeds with an evaluation file in both directories count; the two must have played the
     same tasks in the same order (else ``ValueError``)."""
     per_run = []
-    for run, m in ((run_a, method), (run_b, method_b or method)):
+    for run, row in ((run_a, method), (run_b, method_b or method)):
         seeds = sorted(int(d.name.removeprefix("seed-")) for d in Path(run).glob("seed-*") if d.is_dir())
-        files = [eval_path(run, s, m, split, task_set) for s in seeds]
+        files = [eval_path(run, s, row, split, task_set) for s in seeds]
         rows = [json.loads(f.read_text(encoding="utf-8")) for f in files if f.exists()]
         per_run.append(_per_seed(rows, "success"))
     (a, tasks_a), (b, tasks_b) = per_run
