@@ -95,7 +95,7 @@ def _linear_fit(tmp_path, losses: list[float], steps: int, patience: int, crash_
     cfg = WarmupConfig(lr=0.05, batch_size=8, eval_every=5, patience=patience, checkpoint_every=5, log_every=5,
                        autocast="off", seed=0)
     run = RunDir(tmp_path / run_name, resume=True)
-    stats = _fit("toy", model, loss_of, list(range(32)), steps, cfg, run, lambda *a: None,
+    stats = _fit("toy", model, loss_of, list(range(32)), steps, patience, cfg, run, lambda *a: None,
                  Validation(scripted.score, lambda new, best: new["val_loss"] < best["val_loss"]))
     return model, stats, scripted, run
 
@@ -127,7 +127,7 @@ def test_a_falling_loss_keeps_training_while_accuracy_plateaus(tmp_path):
 
     cfg = WarmupConfig(lr=0.05, batch_size=8, eval_every=5, patience=2, checkpoint_every=5, log_every=5,
                        autocast="off", seed=0)
-    stats = _fit("toy", model, lambda idx: (model(x[idx]) ** 2).mean(), list(range(32)), 100, cfg,
+    stats = _fit("toy", model, lambda idx: (model(x[idx]) ** 2).mean(), list(range(32)), 100, 2, cfg,
                  RunDir(tmp_path / "run", resume=True), lambda *a: None,
                  Validation(score, lambda new, best: (new["val_accuracy"], -new["val_loss"])
                             > (best["val_accuracy"], -best["val_loss"])))
@@ -194,6 +194,27 @@ def test_players_validate_on_held_out_tasks(sets, tmp_path, length_groups):
     assert not (tmp_path / "policy" / "best").exists() and (tmp_path / "policy" / "model" / "config.json").exists()
 
 
+@pytest.mark.parametrize("policy_patience,expected", [(None, 4), (10, 10), (0, 0)])
+def test_the_policy_stops_at_its_own_patience_and_the_reflection_model_at_patience(sets, tmp_path, monkeypatch,
+                                                                                    policy_patience, expected):
+    import frugalft.reflect.warmup as warmup_module
+
+    seen: dict[str, int] = {}
+    real_fit = warmup_module._fit
+
+    def spy(name, lm, loss_of, train_idx, steps, patience, *rest, **kw):
+        seen[name] = patience
+        return real_fit(name, lm, loss_of, train_idx, steps, patience, *rest, **kw)
+
+    monkeypatch.setattr(warmup_module, "_fit", spy)
+    cfg = WarmupConfig(model="tiny-test", device="cpu", reflection_steps=2, policy_steps=2, batch_size=4,
+                       val_fraction=0.3, eval_every=1, patience=4, policy_patience=policy_patience,
+                       val_generate=0, reflection_tokens=6, seed=0)
+    train_reflection(cfg, sets / "reflection.jsonl", tmp_path / "reflection", log=lambda *a: None)
+    train_policy(cfg, sets / "policy.jsonl", tmp_path / "policy", log=lambda *a: None)
+    assert seen == {"reflection": 4, "policy": expected}
+
+
 def test_policy_set_rewritten_with_the_models_own_reflections(sets, tmp_path):
     cfg = WarmupConfig(model="tiny-test", device="cpu", reflection_steps=2, batch_size=4, val_fraction=0.0,
                        reflection_tokens=6, seed=3)
@@ -222,8 +243,8 @@ def test_policy_settings_reuse_the_reflection_model_and_a_set_made_otherwise_is_
     model = train_reflection(cfg, sets / "reflection.jsonl", tmp_path / "reflection", log=lambda *a: None)
     weights = (model / "model.safetensors").read_bytes()
     # The policy's own settings do not touch the reflection model: it is reused as it is.
-    probe = replace(cfg, policy_steps=900, policy_reflections="teacher", reflection_temperature=0.0,
-                    policy_init="reflection", policy_loss="full_vocab")
+    probe = replace(cfg, policy_steps=900, policy_patience=10, policy_reflections="teacher",
+                    reflection_temperature=0.0, policy_init="reflection", policy_loss="full_vocab")
     logs: list[str] = []
     assert train_reflection(probe, sets / "reflection.jsonl", tmp_path / "reflection", log=logs.append) == model
     assert any("already trained" in m for m in logs) and (model / "model.safetensors").read_bytes() == weights

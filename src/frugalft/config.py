@@ -131,6 +131,7 @@ VALUE_RULES: tuple[tuple[str, Bounds], ...] = (
     ("replay_capacity", NON_NEGATIVE),  # 0: no success replay
     ("negatives_per_episode", NON_NEGATIVE),  # 0: no corrective examples
     ("patience", NON_NEGATIVE),  # 0: never stop early
+    ("policy_patience", NON_NEGATIVE),  # null: patience
     ("val_max_examples", AT_LEAST_1),
     ("val_generate", NON_NEGATIVE),  # 0: skip the exact-match check
     ("*_tokens", AT_LEAST_1),

@@ -296,7 +296,7 @@ def rl_config_for(config: ExperimentConfig, run_dir: str | Path, seed: int, meth
 # Settings added after packaged tables were made, by section, at the value those tables ran with: left out of a
 # cell's fingerprint while they keep it, so a field that changes nothing does not orphan every documented cell.
 ADDED_AT_DEFAULT: dict[str, dict[str, Any]] = {"rl": {"update_autocast": "off", "policy_head": "label"},
-                                               "warmup": {"policy_head": "label"}}
+                                               "warmup": {"policy_head": "label", "policy_patience": None}}
 
 
 def _drop_added_at_default(section: str, fields: dict[str, Any]) -> dict[str, Any]:

@@ -73,8 +73,8 @@ VARIANTS: dict[str, tuple[str | None, str]] = {
 
 # Settings the reflection model's training never reads: a trained reflection model is reused when only these
 # changed (a probe of the policy's warm-up on the same reflection model), and refused for any other change.
-POLICY_ONLY: tuple[str, ...] = ("policy_steps", "policy_reflections", "reflection_temperature", "policy_init",
-                                "policy_loss", "policy_head")
+POLICY_ONLY: tuple[str, ...] = ("policy_steps", "policy_patience", "policy_reflections", "reflection_temperature",
+                                "policy_init", "policy_loss", "policy_head")
 
 
 @dataclass
@@ -134,6 +134,10 @@ class WarmupConfig:
     # Validations without progress before stopping (0 = never stop early). Progress is a better validation or a
     # lower held-out loss than ever: accuracy plateaus for hundreds of steps while the loss still falls.
     patience: int = 4
+    # The policy's own patience (None: ``patience``): a policy that starts from the reflection model jumps to
+    # ~0.8 held-out accuracy by its first checks, then its held-out loss swings 2-3x between checks, so four
+    # checks without progress can come before its plateau (docs/results.md, the policy-patience probe).
+    policy_patience: int | None = None
     val_max_examples: int = 512  # validation rows scored (the first ones of a seeded order), for its cost
     val_generate: int = 64  # validation rows whose greedy reflection is checked for exact match (0: skip)
     # What the policy reads in its warm-up: the reflection model's own reflections or the teacher's.
@@ -309,8 +313,9 @@ def autocast_context(config: WarmupConfig, device: torch.device) -> contextlib.A
     return bf16_autocast(config.autocast, device)
 
 
-def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: int, config: WarmupConfig,
-         run: RunDir, log, validation: Validation | None = None, lengths: list[int] | None = None) -> dict[str, Any]:
+def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: int, patience: int,
+         config: WarmupConfig, run: RunDir, log, validation: Validation | None = None,
+         lengths: list[int] | None = None) -> dict[str, Any]:
     """The warm-up recipe both players share, around ``frugalft.sft.loop``'s optimizer steps: seeded batches,
     metrics, checkpoints, resume, and (with ``validation``) periodic validation, the best weights kept in
     ``<run>/best``, early stopping. ``lengths``: each training example's tokens (for ``config.length_groups``),
@@ -348,7 +353,7 @@ def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: i
         low = min(low, metrics["val_loss"])
         bad = 0 if improved or lower else bad + 1
         run.log_metrics(step, **metrics, val_best_step=best["step"])
-        return config.patience > 0 and bad >= config.patience
+        return patience > 0 and bad >= patience
 
     t0 = time.time()
     window: list[float] = []
@@ -374,7 +379,7 @@ def _fit(name: str, lm: torch.nn.Module, loss_of, train_idx: list[int], steps: i
         if (step + 1) % config.checkpoint_every == 0 and not done:
             save_checkpoint(run.checkpoints, step + 1, lm, opt, counters={"best": best, "low": low, "bad": bad})
         if stopped is not None:
-            log(f"{name}: validation has not progressed for {config.patience} checks; stopping at step {stopped} "
+            log(f"{name}: validation has not progressed for {patience} checks; stopping at step {stopped} "
                 f"(best: step {best['step'] if best else '-'})")
             break
     if best is not None:  # the saved model is the best validated one
@@ -467,8 +472,8 @@ def train_reflection(config: WarmupConfig, data: str | Path, out: str | Path, lo
             return metrics
 
         validation = Validation(score, lambda new, best: new["val_loss"] < best["val_loss"])
-    stats = _fit("reflection", lm, loss_of, train_idx, config.reflection_steps, config, run, log, validation,
-                 lengths)
+    stats = _fit("reflection", lm, loss_of, train_idx, config.reflection_steps, config.patience, config, run, log,
+                 validation, lengths)
     return _finish("reflection model", lm, tok, out, stats,
                    {"examples": len(train_idx), "val_examples": len(val_idx)}, log)
 
@@ -523,7 +528,9 @@ def train_policy(config: WarmupConfig, data: str | Path, out: str | Path, log=pr
 
         validation = Validation(score, lambda new, best: (new["val_accuracy"], -new["val_loss"])
                                 > (best["val_accuracy"], -best["val_loss"]))
-    stats = _fit("policy", lm, loss_of, train_idx, config.policy_steps, config, run, log, validation, lengths)
+    patience = config.patience if config.policy_patience is None else config.policy_patience
+    stats = _fit("policy", lm, loss_of, train_idx, config.policy_steps, patience, config, run, log, validation,
+                 lengths)
     return _finish("policy", lm, tok, out, stats, {"examples": len(train_idx), "val_examples": len(val_idx)}, log)
 
 
