@@ -136,7 +136,7 @@ class WarmupConfig:
     patience: int = 4
     # The policy's own patience (None: ``patience``): a policy that starts from the reflection model jumps to
     # ~0.8 held-out accuracy by its first checks, then its held-out loss swings 2-3x between checks, so four
-    # checks without progress can come before its plateau (docs/results.md, the policy-patience probe).
+    # checks without progress can come before its plateau (docs/results.md, probe 5).
     policy_patience: int | None = None
     val_max_examples: int = 512  # validation rows scored (the first ones of a seeded order), for its cost
     val_generate: int = 64  # validation rows whose greedy reflection is checked for exact match (0: skip)
