@@ -197,8 +197,8 @@ def test_a_warmup_killed_after_a_checkpoint_refuses_a_new_lr_and_resumes_a_longe
                 raise KeyboardInterrupt("killed")
             return ((model(x[idx]) - x[idx] @ w) ** 2).mean()
 
-        _fit("toy", model, loss_of, list(range(32)), steps, config, RunDir(tmp_path / "w", config, resume=True),
-             logs.append)
+        _fit("toy", model, loss_of, list(range(32)), steps, config.patience, config,
+             RunDir(tmp_path / "w", config, resume=True), logs.append)
         return logs
 
     with pytest.raises(KeyboardInterrupt):
