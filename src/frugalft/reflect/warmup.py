@@ -19,7 +19,7 @@ corrective steps included, so no state of a validation episode is trained on). E
 each player is scored there: the reflection model by its held-out loss per reflection token (and the exact
 match of greedy reflections, logged), the policy by its label accuracy against the oracle (ties broken by
 held-out loss). The best weights are kept (``<player>/best``); training stops after ``patience`` validations
-without progress (neither a better score nor a lower held-out loss than ever) or at the step cap, and the saved
+(the policy: ``policy_patience`` where set) without progress (neither a better score nor a lower held-out loss than ever) or at the step cap, and the saved
 model is the best one. The curve is in the player's
 ``metrics.jsonl`` (``val_*`` rows).
 
