@@ -156,13 +156,27 @@ def test_packaged_configs_load(name, cls):
     assert isinstance(cfg, cls)
 
 
+# The policies' own patience (variant_warmup.{reflect,noreflect_rinit,reflect_noneg}.policy_patience) came after
+# the reflection and ablation tables were made: those tables are the shipped configs without it.
+POLICY_PATIENCE_VARIANTS = ("reflect", "noreflect_rinit", "reflect_noneg")
+
+
+def _at_patience_4(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as it was before the policies got their own patience (every policy at ``warmup.patience``)."""
+    from dataclasses import replace
+
+    own = {v: s for v, s in cfg.variant_warmup.items() if v not in POLICY_PATIENCE_VARIANTS}
+    assert all(cfg.variant_warmup[v] == {"policy_patience": 10} for v in POLICY_PATIENCE_VARIANTS)
+    return replace(cfg, variant_warmup=own)
+
+
 def test_the_full_mode_table_config_makes_the_documented_cells():
-    # docs/results.md's full-mode table (2026-12-07, one machine: the random-init no-reflection rows at 0c5d7af,
-    # the rest at eeaa6e0, into one run directory, when one config held every row) has these fingerprints in
-    # its evaluation files; so did the 2026-12-06 run (4145f2a) for every cell but (4, sft_rl_noreflect), before
-    # variant_warmup's patience 20. The rows are now two configs (taxi_full_noreflect_cpu.yaml split off for
-    # time) that must make the same cells. A change that alters them leaves that table made by a config no
-    # longer shipped.
+    # docs/results.md's full-mode table (2026-12-07, one machine) has these fingerprints in its evaluation files:
+    # its random-init no-reflection rows (taxi_full_noreflect_cpu.yaml, split off for time, made at 0c5d7af) and
+    # the rest, at policy patience 10 (made at the commit that shipped it). The two configs must make the same
+    # cells. The table before (every policy at patience 4, made at eeaa6e0; docs/history.md) is the config
+    # without the policies' own patience. A change that alters them leaves a table made by a config no longer
+    # shipped.
     from frugalft.config import to_dict
     from frugalft.reflect.table import cell_config, digest
 
@@ -173,18 +187,27 @@ def test_the_full_mode_table_config_makes_the_documented_cells():
     h, n = to_dict(head), to_dict(noreflect)
     h.pop("methods"), n.pop("methods")
     assert n == h
-    documented = {(0, "reflect_rl"): "374670de53c3d9f9", (0, "sft_rl_noreflect_rinit"): "ebd0790b09b11185",
-                  (2, "sft"): "db57c05da6090fe6", (4, "sft_rl_noreflect"): "7288c78f17b5a253",
-                  (4, "sft_noreflect_rinit"): "43cb516670eaece6"}
+    documented = {(0, "reflect_rl"): "0335edc05bd2d950", (0, "sft_rl_noreflect_rinit"): "b34ff6de073c18db",
+                  (2, "sft"): "7668fd7218a50317", (4, "sft_rl_noreflect"): "7288c78f17b5a253",
+                  (4, "sft_noreflect_rinit"): "1cc3995cb8a8736d"}
     for (seed, method), expected in documented.items():
         cfg = noreflect if method in noreflect.methods else head
         assert method in cfg.methods and digest(cell_config(cfg, seed, method)) == expected
+    before = {(0, "reflect_rl"): "374670de53c3d9f9", (0, "sft_rl_noreflect_rinit"): "ebd0790b09b11185",
+              (2, "sft"): "db57c05da6090fe6", (4, "sft_rl_noreflect"): "7288c78f17b5a253",
+              (4, "sft_noreflect_rinit"): "43cb516670eaece6"}
+    for (seed, method), expected in before.items():
+        cfg = noreflect if method in noreflect.methods else head
+        assert digest(cell_config(_at_patience_4(cfg), seed, method)) == expected
+    # the policies' patience reaches neither the reflection model (a policy-only setting) nor the random-init rows
+    assert head.warmup_of(0, "reflect").patience == 4 and head.warmup_of(0, "noreflect").patience == 20
+    assert head.warmup_of(0, "noreflect").policy_patience is None
 
 
 def test_the_reflection_table_is_the_headline_config_on_other_seeds():
     # taxi_full_reflection_cpu.yaml pools its seeds 5-9 with the headline table's 0-4 (docs/results.md): that is
     # sound only while it is the headline config but for seeds and rows, so that a seed's cells are the same.
-    # Its documented run's evaluation files record the three fingerprints below.
+    # Its documented run (before the policies' own patience) has the three fingerprints below.
     from frugalft.config import to_dict
     from frugalft.reflect.table import cell_config, digest
 
@@ -202,7 +225,8 @@ def test_the_reflection_table_is_the_headline_config_on_other_seeds():
     documented = {(5, "reflect_rl"): "0ec74ae5d815246c", (9, "sft_rl_noreflect_rinit"): "44d8909e5d91d596",
                   (7, "sft_noreflect_rinit"): "e0fa4de2d9765c61"}
     for (seed, method), expected in documented.items():
-        assert digest(cell_config(refl, seed, method)) == expected
+        assert digest(cell_config(_at_patience_4(refl), seed, method)) == expected
+        assert digest(cell_config(refl, seed, method)) != expected
 
 
 def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
@@ -213,7 +237,7 @@ def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
     path = str(resources.files("frugalft") / "configs" / "rl" / "taxi_full_cpu.yaml")
     off = cell_config(load_config(ExperimentConfig, path, ["rl.update_autocast=off"]), 0, "reflect_rl")
     bf16 = cell_config(load_config(ExperimentConfig, path, ["rl.update_autocast=bf16"]), 0, "reflect_rl")
-    assert digest(off) == "374670de53c3d9f9" != digest(bf16)
+    assert digest(off) == "0335edc05bd2d950" != digest(bf16)
     assert cell_changes(off, bf16) == ["rl.update_autocast: off -> bf16"]
     assert cell_changes(bf16, off) == ["rl.update_autocast: bf16 -> off"]  # a bf16 cell is not an off one
     old = {**off, "rl": {k: v for k, v in off["rl"].items() if k != "update_autocast"}}  # recorded before the field
@@ -231,10 +255,10 @@ def test_a_setting_added_at_the_value_tables_ran_with_keeps_their_cells():
 
 
 def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_pins():
-    # taxi_full_ablations_cpu.yaml is taxi_full_cpu.yaml but for its rows, its seeds and two speed settings pinned
-    # to the values its documented table was made with; its cells have that run's fingerprints (computed at
-    # c7fe2b0, where the table ran): a change that alters them leaves docs/results.md's ablations table made by
-    # a config no longer shipped.
+    # taxi_full_ablations_cpu.yaml is taxi_full_cpu.yaml but for its rows, its seeds and three settings pinned to
+    # the values its documented table was made with (two speed settings, and every policy at patience 4: the
+    # policies' own patience came after it); its cells have that run's fingerprints (computed at c7fe2b0, where
+    # the table ran).
     from frugalft.config import to_dict
     from frugalft.reflect.table import cell_config, digest
 
@@ -245,8 +269,10 @@ def test_the_full_mode_ablation_table_is_the_headline_config_with_its_own_speed_
     h, a = to_dict(head), to_dict(ablations)
     assert (a["warmup"]["length_groups"], a["rl"]["reflection_decoder"]) == (1, "auto")
     assert (h["warmup"]["length_groups"], h["rl"]["reflection_decoder"]) == (8, "static")
+    assert ablations.variant_warmup == _at_patience_4(head).variant_warmup
     for d in (h, a):
         d.pop("seeds"), d.pop("methods"), d["warmup"].pop("length_groups"), d["rl"].pop("reflection_decoder")
+        d.pop("variant_warmup")
     assert a == h
     documented = {(0, "sft"): "4fcf375c1f83e104", (0, "reflect_rl"): "a0b93b3f3c4e9989",
                   (0, "rl"): "1de118b832", (1, "reflect_rl_noneg"): "aa89d54ead", (2, "rl"): "fd8d10c89a"}
